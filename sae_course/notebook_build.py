@@ -1,0 +1,234 @@
+"""Build the notebooks from their single source in `solutions/`.
+
+Each `solutions/NN_name.py` (jupytext percent format) holds a notebook with full solutions.
+An exercise is a block inside a code cell, between the marker lines
+
+    # EXERCISE exercise_name
+    ...the solution...
+    # END EXERCISE
+
+and the next code cell is its check, e.g. `checks.toy.test_forward(ToyModel)`. The learner's
+notebook replaces each block with one `raise NotImplementedError(...)` naming the exercise,
+keeping everything around it (signature, docstring, hint comments). Cells tagged `setup`
+(imports, constants) are the only ones an exercise and its check may rely on.
+
+Build every learner notebook:      python -m sae_course.notebook_build
+Check they are up to date:         python -m sae_course.notebook_build --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS_DIR = ROOT / "solutions"
+NOTEBOOKS_DIR = ROOT / "notebooks"
+
+# Where Colab installs the course from; a fork changes this one line.
+COLAB_INSTALL_TARGET = "sae_course @ git+https://github.com/sae-course/sae_course"
+COLAB_SETUP_CELL = f'''# Setup. On Google Colab this installs the course package (keeping Colab's own torch and
+# CUDA); anywhere else it does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{COLAB_INSTALL_TARGET}"], check=True)'''
+
+_BEGIN = re.compile(r"^(?P<indent>[ \t]*)# EXERCISE (?P<name>[A-Za-z_][A-Za-z0-9_]*)[ \t]*$")
+_END = re.compile(r"^[ \t]*# END EXERCISE[ \t]*$")
+_CHECK_CALL = re.compile(r"\bchecks\.[a-z_0-9]+\.test_[a-z_0-9]+\(")
+
+
+class SourceError(ValueError):
+    """A notebook source breaks the exercise conventions."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise found in a notebook source."""
+
+    notebook: str  # the source's stem, e.g. "01_toy_models"
+    name: str
+    solution: str  # the whole code cell, solution included
+    stub: str  # the same cell as the learner sees it
+    check: str  # the code cell that follows it
+
+
+def stub_exercise_cell(source: str, notebook: str = "?") -> tuple[str, list[str]]:
+    """Replace every exercise block in a cell's source by a NotImplementedError stub.
+
+    Returns the new source and the names of the exercises found, in order.
+    """
+    out: list[str] = []
+    names: list[str] = []
+    open_name: str | None = None
+    for lineno, line in enumerate(source.splitlines(), start=1):
+        begin = _BEGIN.match(line)
+        if open_name is None and begin:
+            open_name = begin["name"]
+            names.append(open_name)
+            out.append(
+                f'{begin["indent"]}raise NotImplementedError('
+                f'"Exercise {open_name!r} is yours to write: replace this line with your code.")'
+            )
+        elif open_name is not None and _END.match(line):
+            open_name = None
+        elif open_name is not None and begin:
+            raise SourceError(f"{notebook}: exercise {open_name!r} is not closed before line {lineno}")
+        elif open_name is None and _END.match(line):
+            raise SourceError(f"{notebook}: '# END EXERCISE' without a start at line {lineno}")
+        elif open_name is None:
+            out.append(line)
+    if open_name is not None:
+        raise SourceError(f"{notebook}: exercise {open_name!r} has no '# END EXERCISE' line")
+    return "\n".join(out), names
+
+
+def read_source(path: Path) -> nbformat.NotebookNode:
+    """Read a percent-format source into a notebook, without outputs."""
+    return jupytext.read(path, fmt="py:percent")
+
+
+def source_paths() -> list[Path]:
+    """Every notebook source, in course order."""
+    return sorted(SOLUTIONS_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def exercises(path: Path) -> list[Exercise]:
+    """The exercises of one source, each with its stub and its check cell.
+
+    Raises SourceError when an exercise is not followed by a check cell or a name repeats.
+    """
+    nb = read_source(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    found: list[Exercise] = []
+    for i, cell in enumerate(code):
+        stub, names = stub_exercise_cell(cell.source, path.stem)
+        if not names:
+            continue
+        if len(names) > 1:
+            raise SourceError(f"{path.stem}: one exercise per cell, found {names}")
+        check = code[i + 1].source if i + 1 < len(code) else ""
+        if not _CHECK_CALL.search(check):
+            raise SourceError(
+                f"{path.stem}: exercise {names[0]!r} must be followed by a check cell "
+                "calling checks.<part>.test_<name>(...)"
+            )
+        found.append(Exercise(path.stem, names[0], cell.source, stub, check))
+    seen = [e.name for e in found]
+    dupes = {n for n in seen if seen.count(n) > 1}
+    if dupes:
+        raise SourceError(f"{path.stem}: exercise names repeat: {sorted(dupes)}")
+    return found
+
+
+def setup_cells(path: Path) -> list[str]:
+    """Sources of the code cells tagged `setup`: all an exercise and its check may use."""
+    nb = read_source(path)
+    return [
+        c.source
+        for c in nb.cells
+        if c.cell_type == "code" and "setup" in c.metadata.get("tags", [])
+    ]
+
+
+def build_notebook(path: Path, learner: bool) -> nbformat.NotebookNode:
+    """The notebook for one source: the learner's (stubs) or the solutions (for the tests)."""
+    nb = copy.deepcopy(read_source(path))
+    cells = [nbformat.v4.new_code_cell(COLAB_SETUP_CELL)]
+    for cell in nb.cells:
+        if learner and cell.cell_type == "code":
+            cell.source, _ = stub_exercise_cell(cell.source, path.stem)
+        cells.append(cell)
+    nb.cells = cells
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{path.stem[:2]}-{i:03d}"
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    return nb
+
+
+def notebook_text(nb: nbformat.NotebookNode) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file through a temporary file and a rename, so no reader sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_all(out_dir: Path = NOTEBOOKS_DIR, learner: bool = True) -> list[Path]:
+    """Write the notebook of every source into `out_dir`; returns the paths written."""
+    written = []
+    for src in source_paths():
+        exercises(src)  # validate the conventions before writing anything
+        target = out_dir / f"{src.stem}.ipynb"
+        write_atomic(target, notebook_text(build_notebook(src, learner)))
+        written.append(target)
+    return written
+
+
+def stale_notebooks() -> list[str]:
+    """Learner notebooks that differ from what their source builds (or are missing/extra)."""
+    problems = []
+    expected = {src.stem for src in source_paths()}
+    for src in source_paths():
+        target = NOTEBOOKS_DIR / f"{src.stem}.ipynb"
+        want = notebook_text(build_notebook(src, learner=True))
+        if not target.exists():
+            problems.append(f"{target.name} is missing")
+        elif target.read_text(encoding="utf-8") != want:
+            problems.append(f"{target.name} is out of date with solutions/{src.name}")
+    for nb in NOTEBOOKS_DIR.glob("*.ipynb"):
+        if nb.stem not in expected:
+            problems.append(f"{nb.name} has no source in solutions/")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a notebook is stale")
+    parser.add_argument("--solutions-to", type=Path, help="also write solution notebooks here")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = stale_notebooks()
+        for p in problems:
+            print(p)
+        if problems:
+            print("Rebuild with: python -m sae_course.notebook_build")
+        return 1 if problems else 0
+    for path in build_all():
+        print(f"wrote {path.relative_to(ROOT)}")
+    if args.solutions_to:
+        for path in build_all(args.solutions_to, learner=False):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
