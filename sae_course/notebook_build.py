@@ -36,14 +36,15 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 
 # Where Colab installs the course from; a fork changes this one line.
 COLAB_INSTALL_TARGET = "sae_course @ git+https://github.com/sae-course/sae_course"
-COLAB_SETUP_CELL = f'''# Setup. On Google Colab this installs the course package (keeping Colab's own torch and
-# CUDA); anywhere else it does nothing.
+COLAB_SETUP_CELL = f'''# Setup. On Google Colab this installs the course package (keeping the
+# torch and CUDA that Colab provides); anywhere else it does nothing.
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{COLAB_INSTALL_TARGET}"], check=True)'''
+    target = "{COLAB_INSTALL_TARGET}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", target], check=True)'''
 
 _BEGIN = re.compile(r"^(?P<indent>[ \t]*)# EXERCISE (?P<name>[A-Za-z_][A-Za-z0-9_]*)[ \t]*$")
 _END = re.compile(r"^[ \t]*# END EXERCISE[ \t]*$")
@@ -85,7 +86,9 @@ def stub_exercise_cell(source: str, notebook: str = "?") -> tuple[str, list[str]
         elif open_name is not None and _END.match(line):
             open_name = None
         elif open_name is not None and begin:
-            raise SourceError(f"{notebook}: exercise {open_name!r} is not closed before line {lineno}")
+            raise SourceError(
+                f"{notebook}: exercise {open_name!r} is not closed before line {lineno}"
+            )
         elif open_name is None and _END.match(line):
             raise SourceError(f"{notebook}: '# END EXERCISE' without a start at line {lineno}")
         elif open_name is None:

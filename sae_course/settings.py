@@ -58,7 +58,7 @@ class Settings:
     model: str
 
     def scale(self, *, ci: T, laptop: T, gpu: T) -> T:
-        """Pick the value for this budget, e.g. `steps = settings.scale(ci=200, laptop=2000, gpu=20000)`."""
+        """Pick the value for this budget: `settings.scale(ci=200, laptop=2000, gpu=20000)`."""
         return {"ci": ci, "laptop": laptop, "gpu": gpu}[self.budget]
 
     def __str__(self) -> str:

@@ -68,7 +68,9 @@ def test_mutants_name_real_exercises():
 
 
 @pytest.mark.parametrize(
-    ("path", "ex", "mutant"), MUTANTS, ids=[f"{e.notebook}:{e.name}:{m.name}" for _, e, m in MUTANTS]
+    ("path", "ex", "mutant"),
+    MUTANTS,
+    ids=[f"{e.notebook}:{e.name}:{m.name}" for _, e, m in MUTANTS],
 )
 def test_mutant_is_rejected(path, ex, mutant):
     wrong = mutant.apply(ex.solution)
