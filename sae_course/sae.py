@@ -1,0 +1,825 @@
+"""Sparse autoencoders: one interface for every architecture the course uses.
+
+    sae = SAE(SAEConfig(d_in=768, d_sae=24576, architecture="topk", k=32))
+    out = sae(x)            # out.x_hat, out.latents, out.losses {"mse": ..., "aux": ...}
+    out.loss.backward()     # the sum of the named loss terms
+
+Architectures (`SAEConfig.architecture`):
+
+- ``"relu"``: ReLU + L1 (Bricken et al. 2023; Cunningham et al. 2023, arXiv 2309.08600).
+  Two variants of the sparsity penalty (`SAEConfig.l1_variant`):
+  ``"unit_norm"`` keeps every decoder row at unit norm (renormalised after each step, with the
+  gradient component parallel to each row removed before it), so the L1 of the latents cannot
+  be shrunk by growing the decoder; ``"weighted"`` (the course default) weights each latent's
+  L1 by its decoder row norm, sum_i |f_i| ||W_dec[i]||, which is invariant to that rescaling
+  by construction. The course uses ``"weighted"`` because it needs no step outside the
+  optimizer (so one training loop serves every architecture) and it is the form of Anthropic's
+  April 2024 update and SAELens' `scale_sparsity_penalty_by_decoder_norm`.
+- ``"topk"``: keep the k largest pre-activations (Gao et al. 2024, arXiv 2406.04093), with the
+  AuxK loss: the k_aux largest *dead* latents reconstruct the residual (k_aux 256 capped at
+  d_sae, coefficient 1/32). Training uses a sparse decoder and sparse gradients (only the k
+  active latents touch W_dec rows and W_enc columns): see `sparse_topk_encode`.
+- ``"batchtopk"``: keep the batch_size * k largest pre-activations over the whole batch
+  (Bussmann et al. 2024, arXiv 2412.06410); a running estimate of the smallest kept activation
+  becomes a fixed threshold at inference (`sae.eval()`), so a token's code no longer depends on
+  the rest of its batch.
+- ``"jumprelu"``: z * H(z - theta) with a learned per-latent threshold and an L0 penalty
+  (Rajamanoharan et al. 2024, arXiv 2407.14435). H has zero derivative almost everywhere, so the
+  threshold is trained with straight-through estimators (`JumpReLUFunction`, `StepFunction`):
+  a rectangle-kernel pseudo-derivative of width `bandwidth` around the threshold.
+
+Files follow SAELens: a folder with `cfg.json` and `sae_weights.safetensors` holding
+`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc [d_sae]`, `b_dec [d_in]` (and `threshold
+[d_sae]` for JumpReLU/BatchTopK), so pretrained GPT-2 SAEs load with `SAE.load`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
+L1_VARIANTS = ("weighted", "unit_norm")
+WEIGHTS_FILE = "sae_weights.safetensors"
+SPARSE_MIN_D_SAE = 2048  # the sparse TopK path pays off from about this many latents
+CONFIG_FILE = "cfg.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SAEConfig:
+    """Everything that defines an SAE (sizes, architecture, loss coefficients).
+
+    `sparsity_coefficient` is the L1 coefficient (relu) or the L0 coefficient (jumprelu); TopK
+    and BatchTopK get their sparsity from `k`. `dead_after_tokens` is N in "dead = no activation
+    in the last N tokens" (Gao et al. use 10M tokens on language models).
+    """
+
+    d_in: int
+    d_sae: int
+    architecture: str = "relu"
+    k: int | None = None
+    sparsity_coefficient: float = 1.0
+    l1_variant: str = "weighted"
+    k_aux: int = 256
+    aux_coefficient: float = 1.0 / 32
+    jumprelu_bandwidth: float = 0.001
+    jumprelu_init_threshold: float = 0.001
+    batchtopk_momentum: float = 0.01
+    apply_b_dec_to_input: bool = True
+    dead_after_tokens: int = 10_000_000
+    tied_init: bool = True  # W_enc starts as W_dec^T (Gao et al.); False: independent init
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata (hook name...)
+
+    def __post_init__(self) -> None:
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"Unknown architecture {self.architecture!r}: choose one of {ARCHITECTURES}."
+            )
+        if self.l1_variant not in L1_VARIANTS:
+            raise ValueError(
+                f"Unknown l1_variant {self.l1_variant!r}: choose one of {L1_VARIANTS}."
+            )
+        if self.architecture in ("topk", "batchtopk"):
+            if self.k is None:
+                raise ValueError(f"architecture {self.architecture!r} needs k: pass k=... .")
+            if not isinstance(self.k, int) or self.k <= 0:
+                raise ValueError(f"k must be a positive integer, got {self.k!r}.")
+            if self.k > self.d_sae:
+                raise ValueError(
+                    f"k={self.k} is larger than d_sae={self.d_sae}: a TopK SAE cannot keep more "
+                    f"latents than it has; use k <= {self.d_sae} or a larger d_sae."
+                )
+        for name in ("sparsity_coefficient", "aux_coefficient", "jumprelu_bandwidth",
+                     "jumprelu_init_threshold", "batchtopk_momentum"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"{name} must be a finite number >= 0, got {value!r}: a negative "
+                    "coefficient would reward the very thing the loss term penalises."
+                )
+        if self.k_aux < 0 or self.dead_after_tokens <= 0:
+            raise ValueError("k_aux must be >= 0 and dead_after_tokens > 0.")
+
+    @property
+    def k_aux_effective(self) -> int:
+        """k_aux capped at d_sae."""
+        return min(self.k_aux, self.d_sae)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces, as functions (the notebook's exercises are checked against these)
+# --------------------------------------------------------------------------------------------
+
+
+def relu_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor) -> Tensor:
+    """ReLU SAE latents: relu((x - b_dec) @ W_enc + b_enc)."""
+    return torch.relu((x - b_dec) @ W_enc + b_enc)
+
+
+def l1_penalty(latents: Tensor, W_dec: Tensor | None = None) -> Tensor:
+    """Per-token L1 of the latents, each weighted by its decoder row norm when W_dec is given.
+
+    Returns shape [batch]; the loss term is `coefficient * l1_penalty(...).mean()`.
+    """
+    if W_dec is None:
+        return latents.abs().sum(-1)
+    return (latents.abs() * W_dec.norm(dim=-1)).sum(-1)
+
+
+def remove_parallel_component(W_dec: Tensor, grad: Tensor) -> Tensor:
+    """The gradient with, for each decoder row, its component along that row removed.
+
+    With unit-norm rows this keeps a step tangent to the sphere, so renormalising after the
+    step changes the row as little as possible.
+    """
+    unit = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return grad - (grad * unit).sum(-1, keepdim=True) * unit
+
+
+def normalize_rows(W: Tensor) -> Tensor:
+    """Each row scaled to unit norm (zero rows left at zero)."""
+    return W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def topk_activation(pre: Tensor, k: int) -> Tensor:
+    """Keep the k largest pre-activations of each row, ReLU'd; every other latent is 0."""
+    values, indices = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+
+
+def batchtopk_activation(pre: Tensor, k: int) -> Tensor:
+    """Keep the batch_size * k largest pre-activations over the whole batch, ReLU'd."""
+    flat = pre.reshape(-1)
+    n_keep = min(k * pre.shape[0], flat.numel())
+    values, indices = flat.topk(n_keep)
+    return torch.zeros_like(flat).scatter(-1, indices, torch.relu(values)).reshape(pre.shape)
+
+
+def auxk_loss(
+    residual: Tensor, pre: Tensor, W_dec: Tensor, dead_mask: Tensor, k_aux: int
+) -> Tensor:
+    """Gao et al.'s AuxK loss: the k_aux largest dead latents reconstruct the residual.
+
+    `residual` is x - x_hat (treated as a constant: detached), `pre` the pre-activations,
+    `dead_mask` [d_sae] bool. Returns ||residual - aux_latents @ W_dec||^2 averaged over tokens
+    (0 when no latent is dead). k_aux is capped at the number of dead latents.
+    """
+    n_dead = int(dead_mask.sum())
+    k_eff = min(k_aux, n_dead)
+    if k_eff == 0:
+        return pre.new_zeros(())
+    masked = pre.masked_fill(~dead_mask, float("-inf"))
+    aux_latents = topk_activation(masked, k_eff)
+    aux_latents = torch.nan_to_num(aux_latents, neginf=0.0)
+    e_hat = aux_latents @ W_dec
+    return (residual.detach() - e_hat).pow(2).sum(-1).mean()
+
+
+def _rectangle(z: Tensor) -> Tensor:
+    return ((z > -0.5) & (z < 0.5)).to(z.dtype)
+
+
+class JumpReLUFunction(torch.autograd.Function):
+    """JumpReLU z * H(z - theta) with the straight-through estimator of arXiv 2407.14435.
+
+    Backward: d/dz = H(z - theta) (exact almost everywhere); d/dtheta uses the pseudo-derivative
+    -(theta / bandwidth) * K((z - theta) / bandwidth) with K the rectangle kernel
+    (1 on (-1/2, 1/2)); the gradient to theta is summed over the batch.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z, threshold)
+        ctx.bandwidth = bandwidth
+        return z * (z > threshold).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        z, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_z = grad_out * (z > threshold).to(z.dtype)
+        grad_theta = -(threshold / bw) * _rectangle((z - threshold) / bw) * grad_out
+        grad_theta = _sum_to(grad_theta, threshold.shape)
+        return grad_z, grad_theta, None
+
+
+class StepFunction(torch.autograd.Function):
+    """Heaviside H(z - theta) with the straight-through estimator (for the L0 penalty).
+
+    Backward: no gradient to z; d/dtheta = -(1 / bandwidth) * K((z - theta) / bandwidth).
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z, threshold)
+        ctx.bandwidth = bandwidth
+        return (z > threshold).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        z, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_theta = -(1.0 / bw) * _rectangle((z - threshold) / bw) * grad_out
+        return torch.zeros_like(z), _sum_to(grad_theta, threshold.shape), None
+
+
+def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    return t
+
+
+def jumprelu(z: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    return JumpReLUFunction.apply(z, threshold, bandwidth)
+
+
+def step(z: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    return StepFunction.apply(z, threshold, bandwidth)
+
+
+def geometric_median(
+    points: Tensor, max_iter: int = 100, tol: float = 1e-7, eps: float = 1e-8
+) -> Tensor:
+    """The point minimising the sum of Euclidean distances to `points` [n, d] (Weiszfeld).
+
+    Each iteration is a weighted mean with weights 1 / distance (clamped at eps so a point on
+    the estimate does not divide by zero); stops when the estimate moves less than
+    tol * (1 + its norm). Starts from the mean; computed in float64.
+    """
+    if points.dim() != 2 or points.shape[0] == 0:
+        raise ValueError(
+            f"geometric_median needs points of shape [n, d], n >= 1; got {tuple(points.shape)}."
+        )
+    pts = points.double()
+    median = pts.mean(0)
+    for _ in range(max_iter):
+        dist = (pts - median).norm(dim=-1).clamp_min(eps)
+        weights = 1.0 / dist
+        new = (weights[:, None] * pts).sum(0) / weights.sum()
+        moved = (new - median).norm()
+        median = new
+        if moved <= tol * (1 + median.norm()):
+            break
+    return median.to(points.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse TopK: encoder + top-k + ReLU with a sparse backward
+# --------------------------------------------------------------------------------------------
+
+
+def _encoder_weight_grad_T(x_in: Tensor, idx: Tensor, grad: Tensor, d_sae: int) -> Tensor:
+    """sum over (token b, slot s) of grad[b, s] * x_in[b] into row idx[b, s]: [d_sae, d_in].
+
+    This is (x_in^T @ G)^T for the sparse G with grad[b, s] at (b, idx[b, s]); done as an
+    embedding_bag (one bag per latent) so it costs O(batch * k * d_in), not a dense matmul.
+    """
+    n, kk = idx.shape
+    flat = idx.reshape(-1)
+    order = torch.argsort(flat)
+    tokens = torch.arange(n, device=idx.device).repeat_interleave(kk)[order]
+    weights = grad.reshape(-1)[order].to(x_in.dtype)
+    counts = torch.bincount(flat, minlength=d_sae)
+    offsets = torch.cumsum(counts, 0) - counts
+    return F.embedding_bag(tokens, x_in, offsets, mode="sum", per_sample_weights=weights)
+
+
+class _SparseTopKEncode(torch.autograd.Function):
+    """(x, W_enc, b_enc, b_dec) -> the k largest ReLU'd latents (values, indices), plus the
+    k_aux largest dead ones when a dead mask is given. Backward is sparse in the latents."""
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, b_dec, k, dead_mask, k_aux, subtract_b_dec):  # type: ignore[override]
+        x_in = x - b_dec if subtract_b_dec else x
+        pre = torch.addmm(b_enc, x_in, W_enc)
+        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        vals = torch.relu(vals)
+        if dead_mask is not None and k_aux > 0:
+            pre.masked_fill_(~dead_mask, float("-inf"))
+            aux_vals, aux_idx = pre.topk(k_aux, dim=-1, sorted=False)
+            aux_vals = torch.relu(aux_vals)  # relu(-inf) = 0
+        else:
+            aux_vals = vals.new_zeros(vals.shape[0], 0)
+            aux_idx = idx.new_zeros(idx.shape[0], 0)
+        del pre
+        ctx.save_for_backward(x_in, W_enc, idx, vals, aux_idx, aux_vals)
+        ctx.subtract_b_dec = subtract_b_dec
+        ctx.mark_non_differentiable(idx, aux_idx)
+        return vals, idx, aux_vals, aux_idx
+
+    @staticmethod
+    def backward(ctx, g_vals, _g_idx, g_aux, _g_aux_idx):  # type: ignore[override]
+        x_in, W_enc, idx, vals, aux_idx, aux_vals = ctx.saved_tensors
+        d_sae = W_enc.shape[1]
+        if g_vals is None:
+            g_vals = torch.zeros_like(vals)
+        g = g_vals * (vals > 0)
+        all_idx, all_g = idx, g
+        if aux_idx.shape[1] > 0 and g_aux is not None:
+            all_idx = torch.cat([idx, aux_idx], 1)
+            all_g = torch.cat([g, g_aux * (aux_vals > 0)], 1)
+        grad_b_enc = torch.zeros(d_sae, dtype=W_enc.dtype, device=W_enc.device)
+        grad_b_enc.index_add_(0, all_idx.reshape(-1), all_g.reshape(-1).to(W_enc.dtype))
+        grad_x = grad_W_enc = grad_b_dec = None
+        if ctx.needs_input_grad[1]:
+            grad_W_enc = _encoder_weight_grad_T(x_in, all_idx, all_g, d_sae).t().contiguous()
+        if ctx.needs_input_grad[0] or (ctx.needs_input_grad[3] and ctx.subtract_b_dec):
+            # d/dx_in = G @ W_enc^T, sparse: a bag of W_enc columns per token
+            grad_x_in = F.embedding_bag(
+                all_idx, W_enc.t().contiguous(), mode="sum",
+                per_sample_weights=all_g.to(W_enc.dtype),
+            )
+            if ctx.needs_input_grad[0]:
+                grad_x = grad_x_in
+            if ctx.needs_input_grad[3] and ctx.subtract_b_dec:
+                grad_b_dec = -grad_x_in.sum(0)
+        return grad_x, grad_W_enc, grad_b_enc, grad_b_dec, None, None, None, None
+
+
+def sparse_topk_encode(
+    x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor, k: int,
+    dead_mask: Tensor | None = None, k_aux: int = 0, subtract_b_dec: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """TopK latents as (values [n, k], indices [n, k]) plus the AuxK ones (k_aux of the dead).
+
+    Gradients flow to W_enc, b_enc, b_dec (and x) only through the kept latents.
+    """
+    if dead_mask is not None:
+        k_aux = min(k_aux, int(dead_mask.sum()))
+        if k_aux == 0:
+            dead_mask = None
+    return _SparseTopKEncode.apply(x, W_enc, b_enc, b_dec, k, dead_mask, k_aux, subtract_b_dec)
+
+
+def sparse_decode(values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:
+    """sum_s values[:, s] * W_dec[indices[:, s]]: a decoder product touching only active rows."""
+    if indices.shape[1] == 0:
+        return values.new_zeros(values.shape[0], W_dec.shape[1])
+    return F.embedding_bag(indices, W_dec, mode="sum", per_sample_weights=values)
+
+
+# --------------------------------------------------------------------------------------------
+# The SAE
+# --------------------------------------------------------------------------------------------
+
+
+class SAEOutput:
+    """What `SAE.forward` returns: the reconstruction, the latents and the named loss terms.
+
+    For the sparse TopK path the dense latents are built only when `.latents` is read; the
+    sparse form is in `latent_values` / `latent_indices`.
+    """
+
+    def __init__(self, x_hat: Tensor, losses: dict[str, Tensor], latents: Tensor | None = None,
+                 latent_values: Tensor | None = None, latent_indices: Tensor | None = None,
+                 d_sae: int | None = None, pre_acts: Tensor | None = None) -> None:
+        self.x_hat = x_hat
+        self.losses = losses
+        self._latents = latents
+        self.latent_values = latent_values
+        self.latent_indices = latent_indices
+        self._d_sae = d_sae
+        self.pre_acts = pre_acts
+
+    @property
+    def latents(self) -> Tensor:
+        if self._latents is None:
+            v, i = self.latent_values, self.latent_indices
+            dense = v.new_zeros(v.shape[:-1] + (self._d_sae,))
+            self._latents = dense.scatter(-1, i, v)
+        return self._latents
+
+    @property
+    def loss(self) -> Tensor:
+        """The training loss: the sum of the named terms."""
+        return sum(self.losses.values())  # type: ignore[return-value]
+
+    def fired(self) -> Tensor:
+        """[d_sae] bool: which latents were non-zero on at least one token of the batch."""
+        if self._latents is None and self.latent_indices is not None:
+            d = self._d_sae
+            idx = self.latent_indices[self.latent_values > 0]
+            return torch.bincount(idx.reshape(-1), minlength=d) > 0
+        return (self.latents.reshape(-1, self.latents.shape[-1]) != 0).any(0)
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder: x_hat = decode(encode(x)). See the module docstring."""
+
+    def __init__(
+        self, cfg: SAEConfig, device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32, seed: int | None = 0,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d_in, d_sae = cfg.d_in, cfg.d_sae
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        W_dec = normalize_rows(torch.randn(d_sae, d_in, generator=gen, dtype=torch.float64))
+        self.W_dec = nn.Parameter(W_dec.to(device=device, dtype=dtype))
+        if cfg.tied_init:
+            W_enc = W_dec.t().contiguous()
+        else:  # independent, Kaiming-uniform-like (as in Bricken et al. 2023)
+            bound = 1 / math.sqrt(d_in)
+            W_enc = (torch.rand(d_in, d_sae, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        self.W_enc = nn.Parameter(W_enc.to(device=device, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae, device=device, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(d_in, device=device, dtype=dtype))
+        if cfg.architecture == "jumprelu":
+            self.threshold = nn.Parameter(
+                torch.full((d_sae,), cfg.jumprelu_init_threshold, device=device, dtype=dtype)
+            )
+        elif cfg.architecture == "batchtopk":
+            self.register_buffer("threshold", torch.zeros((), device=device, dtype=dtype))
+            self.register_buffer(
+                "threshold_updates", torch.zeros((), device=device, dtype=torch.long)
+            )
+        self.register_buffer(
+            "tokens_since_fired", torch.zeros(d_sae, device=device, dtype=torch.long)
+        )
+
+    # ---- input checks -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise ValueError naming the problem and the fix when x does not fit this SAE."""
+        if not isinstance(x, Tensor):
+            raise ValueError(f"The SAE expects a torch.Tensor, got {type(x).__name__}.")
+        if x.dim() == 0 or x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"Input has last dimension {x.shape[-1] if x.dim() else 'none'} (shape "
+                f"{tuple(x.shape)}) but this SAE has d_in={self.cfg.d_in}: pass activations "
+                f"of shape [..., {self.cfg.d_in}] (is it the right hook/layer?)."
+            )
+        if x.dtype != self.dtype:
+            raise ValueError(
+                f"Input dtype is {x.dtype} but the SAE's weights are {self.dtype}: convert with "
+                f"x.to({self.dtype}) or the SAE with sae.to({x.dtype})."
+            )
+        if x.device != self.device:
+            raise ValueError(
+                f"Input is on {x.device} but the SAE is on {self.device}: move one with "
+                f"x.to('{self.device}') or sae.to('{x.device}')."
+            )
+        if torch.isnan(x).any():
+            raise ValueError(
+                "Input contains NaN values: check the activations (e.g. a normalisation dividing "
+                "by zero) before passing them to the SAE."
+            )
+
+    # ---- the forward pass -----------------------------------------------------------------
+    def pre_activations(self, x: Tensor) -> Tensor:
+        x_in = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+        return x_in @ self.W_enc + self.b_enc
+
+    def activation(self, pre: Tensor) -> Tensor:
+        """Latents from pre-activations (dense), as the architecture says."""
+        arch = self.cfg.architecture
+        if arch == "relu":
+            return torch.relu(pre)
+        if arch == "topk":
+            return topk_activation(pre, self.cfg.k)  # type: ignore[arg-type]
+        if arch == "batchtopk":
+            if self.training:
+                return batchtopk_activation(pre, self.cfg.k)  # type: ignore[arg-type]
+            return pre * (pre > self.threshold).to(pre.dtype)
+        return jumprelu(pre, self.threshold, self.cfg.jumprelu_bandwidth)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The latents [..., d_sae] (dense)."""
+        self.check_input(x)
+        shape = x.shape
+        lat = self.activation(self.pre_activations(x.reshape(-1, self.cfg.d_in)))
+        return lat.reshape(*shape[:-1], self.cfg.d_sae)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """The reconstruction latents @ W_dec + b_dec."""
+        if latents.shape[-1] != self.cfg.d_sae:
+            raise ValueError(
+                f"Latents have last dimension {latents.shape[-1]} but this SAE has "
+                f"d_sae={self.cfg.d_sae}: pass the output of sae.encode."
+            )
+        return latents @ self.W_dec + self.b_dec
+
+    def dead_mask(self) -> Tensor:
+        """[d_sae] bool: latents with no activation in the last `dead_after_tokens` tokens."""
+        return self.tokens_since_fired >= self.cfg.dead_after_tokens
+
+    @torch.no_grad()
+    def record_firing(self, fired: Tensor, n_tokens: int) -> None:
+        """Update the dead-latent tracker after a batch of n_tokens ([d_sae] bool `fired`)."""
+        self.tokens_since_fired += n_tokens
+        self.tokens_since_fired[fired] = 0
+
+    def forward(self, x: Tensor, sparse: bool | None = None) -> SAEOutput:
+        """Reconstruct x; returns an SAEOutput with x_hat, latents and the named losses.
+
+        Loss terms: "mse" (squared error summed over d_in, mean over tokens) and, by
+        architecture, "l1" (relu), "l0" (jumprelu) or "aux" (topk/batchtopk, training only).
+        `sparse` picks the sparse TopK path (default: on for topk while training when
+        d_sae >= SPARSE_MIN_D_SAE; below that the dense path is faster). Both give the same
+        numbers (tests/test_sae.py checks loss, gradients and the updated parameters).
+        """
+        self.check_input(x)
+        shape = x.shape
+        x = x.reshape(-1, self.cfg.d_in)
+        cfg = self.cfg
+        if sparse is None:
+            sparse = self.training and cfg.d_sae >= SPARSE_MIN_D_SAE
+        if cfg.architecture == "topk" and sparse:
+            out = self._forward_sparse_topk(x)
+        else:
+            out = self._forward_dense(x)
+        out.x_hat = out.x_hat.reshape(shape)
+        return out
+
+    def _aux_wanted(self) -> Tensor | None:
+        if not self.training or self.cfg.aux_coefficient == 0 or self.cfg.k_aux == 0:
+            return None
+        dead = self.dead_mask()
+        return dead if bool(dead.any()) else None
+
+    def _forward_dense(self, x: Tensor) -> SAEOutput:
+        cfg = self.cfg
+        pre = self.pre_activations(x)
+        latents = self.activation(pre)
+        x_hat = self.decode(latents)
+        losses = {"mse": (x_hat - x).pow(2).sum(-1).mean()}
+        if cfg.architecture == "relu":
+            W = self.W_dec if cfg.l1_variant == "weighted" else None
+            losses["l1"] = cfg.sparsity_coefficient * l1_penalty(latents, W).mean()
+        elif cfg.architecture == "jumprelu":
+            l0 = step(pre, self.threshold, cfg.jumprelu_bandwidth).sum(-1).mean()
+            losses["l0"] = cfg.sparsity_coefficient * l0
+        else:
+            if cfg.architecture == "batchtopk" and self.training:
+                self._update_batchtopk_threshold(latents)
+            dead = self._aux_wanted()
+            if dead is not None:
+                aux = auxk_loss(x - x_hat, pre, self.W_dec, dead, cfg.k_aux_effective)
+                losses["aux"] = cfg.aux_coefficient * aux
+        return SAEOutput(x_hat, losses, latents=latents, d_sae=cfg.d_sae, pre_acts=pre)
+
+    def _forward_sparse_topk(self, x: Tensor) -> SAEOutput:
+        cfg = self.cfg
+        dead = self._aux_wanted()
+        vals, idx, aux_vals, aux_idx = sparse_topk_encode(
+            x, self.W_enc, self.b_enc, self.b_dec, cfg.k, dead, cfg.k_aux_effective,
+            cfg.apply_b_dec_to_input,
+        )
+        x_hat = sparse_decode(vals, idx, self.W_dec) + self.b_dec
+        losses = {"mse": (x_hat - x).pow(2).sum(-1).mean()}
+        if dead is not None:
+            e_hat = sparse_decode(aux_vals, aux_idx, self.W_dec)
+            aux = (x - x_hat).detach().sub(e_hat).pow(2).sum(-1).mean()
+            losses["aux"] = cfg.aux_coefficient * aux
+        return SAEOutput(x_hat, losses, latent_values=vals, latent_indices=idx, d_sae=cfg.d_sae)
+
+    @torch.no_grad()
+    def _update_batchtopk_threshold(self, latents: Tensor) -> None:
+        positive = latents[latents > 0]
+        if positive.numel() == 0:
+            return
+        smallest = positive.min()
+        if int(self.threshold_updates) == 0:
+            self.threshold.copy_(smallest)
+        else:
+            m = self.cfg.batchtopk_momentum
+            self.threshold.mul_(1 - m).add_(m * smallest)
+        self.threshold_updates += 1
+
+    # ---- around the optimizer step ------------------------------------------------------
+    @torch.no_grad()
+    def before_optimizer_step(self) -> None:
+        """Unit-norm ReLU SAE: remove the gradient component parallel to each decoder row."""
+        if self.cfg.architecture == "relu" and self.cfg.l1_variant == "unit_norm":
+            if self.W_dec.grad is not None:
+                self.W_dec.grad.copy_(remove_parallel_component(self.W_dec, self.W_dec.grad))
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Unit-norm ReLU SAE: renormalise the decoder rows; JumpReLU: keep thresholds > 0."""
+        if self.cfg.architecture == "relu" and self.cfg.l1_variant == "unit_norm":
+            self.W_dec.copy_(normalize_rows(self.W_dec))
+        if self.cfg.architecture == "jumprelu":
+            self.threshold.clamp_(min=1e-6)
+
+    # ---- initialisation -------------------------------------------------------------------
+    @torch.no_grad()
+    def init_b_dec(self, x: Tensor, method: str = "geometric_median") -> None:
+        """Set b_dec from a sample of activations [n, d_in]: their mean or geometric median."""
+        self.check_input(x)
+        x = x.reshape(-1, self.cfg.d_in)
+        if method == "mean":
+            self.b_dec.copy_(x.mean(0))
+        elif method == "geometric_median":
+            self.b_dec.copy_(geometric_median(x))
+        else:
+            raise ValueError(f"Unknown method {method!r}: use 'mean' or 'geometric_median'.")
+
+    # ---- files ----------------------------------------------------------------------------
+    def weights(self) -> dict[str, Tensor]:
+        """The tensors saved in sae_weights.safetensors (SAELens names and shapes)."""
+        w = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec}
+        if self.cfg.architecture == "jumprelu":
+            w["threshold"] = self.threshold
+        elif self.cfg.architecture == "batchtopk":
+            w["threshold"] = self.threshold.expand(self.cfg.d_sae)
+        return {k: v.detach().contiguous().cpu() for k, v in w.items()}
+
+    def saelens_config(self) -> dict[str, Any]:
+        cfg = self.cfg
+        arch = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu",
+                "jumprelu": "jumprelu"}[cfg.architecture]
+        return {
+            "architecture": arch,
+            "d_in": cfg.d_in,
+            "d_sae": cfg.d_sae,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "activation_fn_str": "topk" if cfg.architecture == "topk" else "relu",
+            "activation_fn_kwargs": {"k": cfg.k} if cfg.architecture == "topk" else {},
+            "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+            "normalize_activations": "none",
+            "sae_course": cfg.to_dict(),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write cfg.json and sae_weights.safetensors into folder `path` (atomically)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_safetensors_atomic(self.weights(), folder / WEIGHTS_FILE)
+        write_json_atomic(folder / CONFIG_FILE, self.saelens_config())
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None) -> SAE:
+        """Load a folder written by `save` or by SAELens (cfg.json + sae_weights.safetensors)."""
+        folder = Path(path)
+        cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        for p in (cfg_path, w_path):
+            if not p.exists():
+                raise FileNotFoundError(
+                    f"{p} does not exist: an SAE folder needs {CONFIG_FILE} and {WEIGHTS_FILE}."
+                )
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = config_from_saelens(raw)
+        weights = load_file(str(w_path))
+        if dtype is None:
+            dtype = weights["W_enc"].dtype
+        sae = cls(cfg, device=device or "cpu", dtype=dtype, seed=None)
+        expected = {k: tuple(v.shape) for k, v in sae.weights().items()}
+        for name, shape in expected.items():
+            if name not in weights:
+                raise ValueError(f"{w_path} has no tensor {name!r} (has {sorted(weights)}).")
+            got = tuple(weights[name].shape)
+            if name == "threshold" and cfg.architecture == "batchtopk":
+                continue
+            if got != shape:
+                raise ValueError(
+                    f"{w_path}: {name} has shape {got}, expected {shape} from cfg.json."
+                )
+        with torch.no_grad():
+            for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+                getattr(sae, name).copy_(weights[name])
+            if cfg.architecture == "jumprelu":
+                sae.threshold.copy_(weights["threshold"])
+            elif cfg.architecture == "batchtopk":
+                sae.threshold.copy_(weights["threshold"].reshape(-1)[0])
+                sae.threshold_updates.fill_(1)
+        return sae
+
+
+def config_from_saelens(raw: dict[str, Any]) -> SAEConfig:
+    """An SAEConfig from a cfg.json written by this course or by SAELens."""
+    if "sae_course" in raw:
+        return SAEConfig.from_dict(raw["sae_course"])
+    arch = raw.get("architecture", "standard")
+    act = raw.get("activation_fn_str", "relu")
+    kwargs = raw.get("activation_fn_kwargs") or {}
+    if arch in ("topk",) or act == "topk":
+        return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="topk",
+                         k=int(kwargs.get("k", raw.get("k", 32))),
+                         apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True))
+    if arch == "jumprelu":
+        return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="jumprelu",
+                         apply_b_dec_to_input=raw.get("apply_b_dec_to_input", False))
+    if arch not in ("standard", "relu"):
+        raise ValueError(f"cfg.json has architecture {arch!r}, which this course cannot load.")
+    return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="relu",
+                     apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True))
+
+
+# --------------------------------------------------------------------------------------------
+# Dead latents: resampling (Bricken et al. 2023)
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def resample_dead_latents(
+    sae: SAE, x: Tensor, dead_mask: Tensor | None = None,
+    optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
+    encoder_scale: float = 0.2,
+) -> int:
+    """Re-initialise dead latents toward inputs the SAE reconstructs badly; returns how many.
+
+    Following Bricken et al. 2023 ("Towards Monosemanticity", appendix on resampling): pick
+    inputs with probability proportional to their squared reconstruction loss; each dead
+    latent's decoder row becomes the chosen input (minus b_dec) normalised, its encoder column
+    that direction times `encoder_scale` times the mean encoder norm of the live latents, its
+    bias 0; its Adam moments are reset and its dead-tracker restarts.
+    """
+    if dead_mask is None:
+        dead_mask = sae.dead_mask()
+    dead = torch.nonzero(dead_mask).reshape(-1)
+    n = dead.numel()
+    if n == 0:
+        return 0
+    sae.check_input(x)
+    x = x.reshape(-1, sae.cfg.d_in)
+    was_training = sae.training
+    sae.eval()
+    x_hat = sae(x, sparse=False).x_hat
+    sae.train(was_training)
+    loss = (x - x_hat).pow(2).sum(-1).double()
+    probs = loss.pow(2)
+    if not torch.isfinite(probs.sum()) or probs.sum() <= 0:
+        probs = torch.ones_like(probs)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    choice = torch.multinomial(probs.to(gen_device), n, replacement=True, generator=generator)
+    directions = normalize_rows(x[choice.to(x.device)] - sae.b_dec)
+    alive = ~dead_mask
+    enc_norms = sae.W_enc.norm(dim=0)
+    scale = enc_norms[alive].mean() if bool(alive.any()) else enc_norms.new_ones(())
+    sae.W_dec[dead] = directions
+    sae.W_enc[:, dead] = directions.t() * (scale * encoder_scale)
+    sae.b_enc[dead] = 0.0
+    if optimizer is not None:
+        targets = ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,)))
+        for p, index in targets:
+            state = optimizer.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][index] = 0.0
+    sae.tokens_since_fired[dead] = 0
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic files
+# --------------------------------------------------------------------------------------------
+
+
+def save_safetensors_atomic(tensors: dict[str, Tensor], path: Path,
+                            metadata: dict[str, str] | None = None) -> None:
+    """save_file to a temporary file in the same folder, then os.replace onto `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+                  metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    from sae_course.notebook_build import write_atomic
+
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
