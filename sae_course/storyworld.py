@@ -1002,3 +1002,21 @@ def vocabulary(world: World | None = None) -> set[str]:
     words |= {"say", "says", "shout", "feel", "count", "pack", "packs", "packed", "everything",
               "oh", "named"}
     return words
+
+
+def topic_prompt(story: Story, n_topic_words: int = 2) -> str:
+    """The start of `story` up to the end of the sentence holding its `n_topic_words`-th word
+    of the story's topic (the whole text if it has fewer): a prompt whose topic is clear."""
+    seen = 0
+    for i, span in enumerate(story.spans):
+        if span.labels["topic_word"] == story.factors["topic"]:
+            seen += 1
+            if seen == n_topic_words:
+                sentence = span.labels["sentence"]
+                end = span.end
+                for later in story.spans[i:]:
+                    if later.labels["sentence"] != sentence:
+                        break
+                    end = later.end
+                return story.text[:end]
+    return story.text
