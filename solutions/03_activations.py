@@ -1,0 +1,476 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Activations from a language model
+#
+# Notebooks 01 and 02 trained sparse autoencoders on toy data whose features we made up.
+# From here on the data is real: the **activations of a language model** as it reads text.
+# Before an SAE can be trained on them (notebook 04) we need a steady supply of them, a few
+# million vectors, served in random order and on a sensible scale. That supply is called an
+# **activation store**, and this notebook builds one piece by piece.
+#
+# The model is **GPT-2 small** loaded with [TransformerLens 4](https://transformerlensorg.github.io/TransformerLens/)
+# (`TransformerBridge`), or, when GPT-2 cannot be downloaded, the course's own small
+# **offline model**: a GPT-2-architecture model trained on *StoryWorld*, a synthetic language
+# whose hidden factors (topic, sentiment, tense, entities...) we know, which later lets us check
+# what an SAE finds. Everything here runs on both; `settings.model` chooses
+# (`"auto"`: GPT-2 if it can be loaded, else the offline model).
+#
+# You will write 8 pieces, each followed by a check cell: capturing activations with hooks,
+# the residual stream and its norms, stopping the forward pass early, packing text into
+# contexts, flattening activations into tokens, the shuffle buffer, and the normalisation
+# factor. The demonstrations after each exercise use the course library's reference
+# implementation (`sae_course.activations`, `sae_course.text`), so if you are stuck on one
+# exercise you can still run the rest.
+#
+# Reading: Bricken et al. 2023, *Towards Monosemanticity*
+# ([transformer-circuits.pub/2023/monosemantic-features](https://transformer-circuits.pub/2023/monosemantic-features)),
+# and Cunningham et al. 2023, *Sparse Autoencoders Find Highly Interpretable Features in
+# Language Models* ([arXiv 2309.08600](https://arxiv.org/abs/2309.08600)): both train SAEs on
+# activations harvested exactly this way.
+
+# %% tags=["setup"]
+import math
+import tempfile
+import time
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor
+
+from sae_course import activations as acts_lib
+from sae_course import checks
+from sae_course import text as text_lib
+from sae_course.activations import ActivationStore, StopForward
+from sae_course.models import load_model, model_name_of
+from sae_course.settings import get_settings, seed_everything
+
+settings = get_settings()
+seed_everything(settings.seed)
+print(settings)
+
+# %% [markdown]
+# ## 1. Loading the model
+#
+# `load_model(settings.model)` boots the model through
+# `TransformerBridge.boot_transformers(...)` and then calls `enable_compatibility_mode()`.
+# Compatibility mode **folds each layer norm's scale into the next weights and centres the
+# weights that write into the residual stream**. The model computes the same function, but the
+# residual stream then matches what the old `HookedTransformer` produced, which is what
+# public GPT-2 SAEs (such as `gpt2-small-res-jb`) were trained on. If you harvest activations
+# without it, a pretrained SAE will not fit them.
+#
+# With `model="auto"` and no internet you will see a line saying the offline model was chosen.
+
+# %%
+model = load_model(settings.model)
+model_name = model_name_of(model)
+cfg = model.cfg
+print(f"model: {model_name}  layers={cfg.n_layers}  d_model={cfg.d_model}  heads={cfg.n_heads}  "
+      f"vocab={cfg.d_vocab}  context={cfg.n_ctx}")
+
+# %% [markdown]
+# Text comes from a source that suits the model: for GPT-2 a streamed Hugging Face dataset
+# (`sae_course.text.DEFAULT_DATASET`), for the offline model StoryWorld stories. (You can also
+# use a folder of your own `.txt` files: `text_lib.load_texts("folder", n, folder="my_texts")`.)
+# The tokenizer turns text into token ids; TransformerLens puts a **BOS** token
+# (`<|endoftext|>`) in front.
+
+# %%
+source = text_lib.default_source(model_name)
+sample_texts = text_lib.load_texts(source, n_texts=8, seed=settings.seed)
+print(sample_texts[0][:300])
+print(model.to_str_tokens(sample_texts[0][:80]))
+
+# %% [markdown]
+# ## 2. Hooks
+#
+# Every intermediate activation of a TransformerLens model passes through a **hook point**
+# with a name such as `blocks.3.hook_resid_pre` (the residual stream entering block 3),
+# `blocks.3.attn.hook_pattern` or `blocks.3.hook_mlp_out`. Two ways to read them
+# ([docs](https://transformerlensorg.github.io/TransformerLens/)):
+#
+# - `logits, cache = model.run_with_cache(tokens, names_filter=[...])` stores activations in a
+#   dictionary-like cache (easy, but it keeps everything it is asked for in memory);
+# - `model.run_with_hooks(tokens, fwd_hooks=[(name, hook_fn), ...])` calls
+#   `hook_fn(activation, hook)` at each named point during the forward pass. A hook that returns
+#   `None` only reads; one that returns a tensor replaces the activation (notebook 06 steers
+#   the model that way).
+#
+# Here are the names the model offers (block hooks written once with `{L}`):
+
+# %%
+print(acts_lib.describe_hook_names(model))
+tokens = model.to_tokens(sample_texts[:4])[:, :32]
+logits, cache = model.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_pre", "blocks.0.attn.hook_pattern"])
+print("tokens", tuple(tokens.shape), "logits", tuple(logits.shape))
+for name, value in cache.items():
+    print(f"{name:35s} {tuple(value.shape)}")
+
+# %% [markdown]
+# **Exercise: `capture_activations`.** Read several activations in one forward pass with
+# `run_with_hooks`, returning `{hook name: activation}`. Key each activation by the name you
+# asked for; `hook.name` is the bridge's own name for the point (e.g. `blocks.0.hook_in` for
+# `blocks.0.hook_resid_pre`), so do not use it.
+
+# %%
+def capture_activations(model: Any, tokens: Tensor, hook_names: list[str]) -> dict[str, Tensor]:
+    """Run `model` once on `tokens` with a forward hook on each name; return {name: activation}."""
+    # Hint: write make_hook(name), returning a hook_fn(acts, hook) that stores acts.detach() under name.
+    # A lambda written inside a loop would see only the loop variable's last value.
+    # EXERCISE capture_activations
+    storage: dict[str, Tensor] = {}
+
+    def make_hook(name: str):
+        def hook_fn(acts: Tensor, hook: Any) -> None:
+            storage[name] = acts.detach()
+
+        return hook_fn
+
+    model.run_with_hooks(tokens, fwd_hooks=[(name, make_hook(name)) for name in hook_names])
+    return storage
+    # END EXERCISE
+
+
+# %%
+checks.activations.test_capture_activations(capture_activations)
+
+# %% [markdown]
+# ## 3. The residual stream
+#
+# Each block reads from and adds to one running vector per token, the **residual stream**.
+# `blocks.{L}.hook_resid_pre` is the stream entering block L; the stream after the last block
+# is `blocks.{n_layers-1}.hook_resid_post`. So there are `n_layers + 1` snapshots. Most SAEs
+# on GPT-2 (including the public `gpt2-small-res-jb` ones) read `hook_resid_pre`.
+#
+# **Exercise: `residual_stream`.** Stack the `n_layers + 1` snapshots into one tensor
+# `[n_layers + 1, batch, pos, d_model]` with one `run_with_cache` call.
+
+# %%
+def residual_stream(model: Any, tokens: Tensor) -> Tensor:
+    """[n_layers + 1, batch, pos, d_model]: resid_pre of every block, then the last block's resid_post."""
+    # Hint: build the list of names first, pass it as names_filter, then torch.stack.
+    # EXERCISE residual_stream
+    n = model.cfg.n_layers
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    return torch.stack([cache[name] for name in names])
+    # END EXERCISE
+
+
+# %%
+checks.activations.test_residual_stream(residual_stream)
+
+# %% [markdown]
+# **Exercise: `residual_norms`.** The size of the residual vectors: the L2 norm of each
+# vector, averaged over the batch, giving `[n_layers + 1, pos]`.
+
+# %%
+def residual_norms(resid: Tensor) -> Tensor:
+    """[n_layers + 1, batch, pos, d] -> [n_layers + 1, pos]: mean over the batch of the L2 norms."""
+    # Hint: the norm is over the last dimension; the batch is dimension 1.
+    # EXERCISE residual_norms
+    return resid.norm(dim=-1).mean(dim=1)
+    # END EXERCISE
+
+
+# %%
+checks.activations.test_residual_norms(residual_norms)
+
+# %% [markdown]
+# What to expect (below, computed with the library's `residual_stream` and `residual_norms`):
+# the norm **grows with depth**, since each block adds to the stream; on GPT-2 from about 3
+# in the embeddings to a few hundred at the last layer. And the **first position (BOS)** is an
+# outlier, often many times larger than the others from the first layers on: models use it as
+# an "attention sink", a place to put attention when nothing else is relevant. An SAE trained
+# with BOS in its data spends capacity on those few huge vectors, so the store leaves them out.
+
+# %%
+n_plot = settings.scale(ci=4, laptop=16, gpu=32)
+plot_len = 64
+plot_tokens = text_lib.contexts_for_model(model, n_plot, plot_len, seed=settings.seed)
+resid = acts_lib.residual_stream(model, plot_tokens)
+norms = acts_lib.residual_norms(resid).cpu()
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+depth = range(cfg.n_layers + 1)
+axes[0].plot(depth, norms[:, 1:].mean(1), "o-", label="other positions (mean)")
+axes[0].plot(depth, norms[:, 0], "s--", label="BOS (position 0)")
+axes[0].set(xlabel="layer (resid_pre; last = final resid_post)", ylabel="mean L2 norm",
+            yscale="log", title="Residual norm across layers")
+axes[0].legend()
+for layer in sorted({0, cfg.n_layers // 2, cfg.n_layers}):
+    axes[1].plot(norms[layer], label=f"layer {layer}")
+axes[1].set(xlabel="position", ylabel="mean L2 norm", yscale="log", title="Residual norm across positions")
+axes[1].legend()
+plt.tight_layout()
+plt.show()
+print(f"middle layer: BOS norm {norms[cfg.n_layers // 2, 0]:.1f} vs others {norms[cfg.n_layers // 2, 1:].mean():.1f}")
+
+# %% [markdown]
+# ## 4. Stopping the forward pass early
+#
+# An SAE on `blocks.{L}.hook_resid_pre` never needs what happens after block L-1. Running the
+# rest of the model is wasted work, most of it when L is small. A hook can **stop the forward
+# pass** by raising an exception right after it has stored the activation; the caller catches
+# that exception. (TransformerLens has a `stop_at_layer` argument for the same purpose; the
+# exception works for any hook, including ones outside the blocks.)
+#
+# **Exercise: `stop_early_activations`.** Return the activation at `hook_name`, raising
+# `StopForward` (imported from `sae_course.activations`) in the hook so that no later layer runs.
+
+# %%
+def stop_early_activations(model: Any, tokens: Tensor, hook_name: str) -> Tensor:
+    """The activation at `hook_name` for `tokens`; the forward pass stops right after that hook."""
+    # Hint: the hook stores the activation, then `raise StopForward`; wrap run_with_hooks in
+    # try/except StopForward.
+    # EXERCISE stop_early_activations
+    storage: dict[str, Tensor] = {}
+
+    def hook_fn(acts: Tensor, hook: Any) -> None:
+        storage["acts"] = acts.detach()
+        raise StopForward
+
+    try:
+        model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook_fn)])
+    except StopForward:
+        pass
+    return storage["acts"]
+    # END EXERCISE
+
+
+# %%
+checks.activations.test_stop_early_activations(stop_early_activations)
+
+# %% [markdown]
+# How much does it save? The library's `harvest` does the same thing (with a check of the hook
+# name). At an early layer the saving is large; the more layers after the hook, the larger.
+# (`benchmarks/harvest.py` measures it properly.)
+
+# %%
+early_hook = "blocks.1.hook_resid_pre"
+bench_tokens = plot_tokens[: settings.scale(ci=4, laptop=16, gpu=32)]
+timings = {}
+for stop in (False, True):
+    acts_lib.harvest(model, bench_tokens, early_hook, stop_early=stop)  # warm up
+    start = time.perf_counter()
+    out = acts_lib.harvest(model, bench_tokens, early_hook, stop_early=stop)
+    timings[stop] = time.perf_counter() - start
+print(f"{early_hook}: full forward {timings[False] * 1e3:.1f} ms, stopped early {timings[True] * 1e3:.1f} ms "
+      f"({timings[False] / timings[True]:.1f}x faster)")
+
+# %% [markdown]
+# ## 5. From text to contexts, from contexts to tokens
+#
+# The store feeds the model **contexts** of a fixed length (128 tokens for the public GPT-2
+# SAEs). Documents are tokenised, joined into one stream with the end-of-text token after each
+# one, cut into pieces of `context_len - 1` tokens, and each piece gets a BOS in front. Every
+# context then looks like what the model saw in training: it starts with BOS, and a document
+# boundary is marked. The last, partial piece is dropped rather than padded (padding would
+# feed the SAE activations of pad tokens).
+#
+# **Exercise: `pack_contexts`.** Build the `[n_contexts, context_len]` tensor of token ids.
+
+# %%
+def pack_contexts(token_lists: list[list[int]], context_len: int, bos_id: int) -> Tensor:
+    """Documents (lists of token ids) -> [n, context_len] long tensor, each row starting with bos_id.
+
+    Join the documents into one stream with bos_id after each document, cut it into pieces of
+    context_len - 1 tokens (dropping the incomplete last piece), and put bos_id in front of each.
+    """
+    # Hint: stream.extend(doc); stream.append(bos_id); then reshape(n, context_len - 1) and torch.cat.
+    # EXERCISE pack_contexts
+    stream: list[int] = []
+    for doc in token_lists:
+        stream.extend(doc)
+        stream.append(bos_id)
+    body = context_len - 1
+    n = len(stream) // body
+    chunks = torch.tensor(stream[: n * body], dtype=torch.long).reshape(n, body)
+    return torch.cat([torch.full((n, 1), bos_id, dtype=torch.long), chunks], dim=1)
+    # END EXERCISE
+
+
+# %%
+checks.activations.test_pack_contexts(pack_contexts)
+
+# %% [markdown]
+# The model returns activations `[batch, pos, d_model]`; an SAE trains on single vectors.
+#
+# **Exercise: `flatten_activations`.** Turn `[batch, pos, d]` into `[tokens, d]`, in
+# (context, position) order, dropping position 0 (BOS) of every context when `exclude_bos`.
+
+# %%
+def flatten_activations(acts: Tensor, exclude_bos: bool = True) -> Tensor:
+    """[batch, pos, d] -> [batch * pos, d] (or [batch * (pos - 1), d] without the BOS positions)."""
+    # Hint: slice the position dimension before reshaping.
+    # EXERCISE flatten_activations
+    if exclude_bos:
+        acts = acts[:, 1:]
+    return acts.reshape(-1, acts.shape[-1])
+    # END EXERCISE
+
+
+# %%
+checks.activations.test_flatten_activations(flatten_activations)
+
+# %% [markdown]
+# ## 6. Why the activations are shuffled
+#
+# Tokens of one context are **strongly correlated**: the same topic, the same entities, and a
+# residual stream that changes slowly from one position to the next. A batch made of a few whole
+# contexts is therefore much less diverse than a batch of random tokens, and its gradient is
+# biased toward what those contexts happen to be about. Bricken et al. (2023) and Cunningham et
+# al. (2023) shuffle activations across many contexts before training; below is the effect
+# measured: neighbours in a context are far more alike than random pairs.
+
+# %%
+layer = cfg.n_layers // 2
+hook_name = f"blocks.{layer}.hook_resid_pre"
+mid = acts_lib.harvest(model, plot_tokens, hook_name)[:, 1:]  # without BOS
+mid = mid - mid.mean(dim=(0, 1))  # cosine of the centred vectors
+neighbours = torch.cosine_similarity(mid[:, 1:], mid[:, :-1], dim=-1).mean()
+flat = mid.reshape(-1, mid.shape[-1])
+perm = torch.randperm(len(flat), generator=torch.Generator().manual_seed(settings.seed))
+random_pairs = torch.cosine_similarity(flat, flat[perm.to(flat.device)], dim=-1).mean()
+print(f"{hook_name}: mean cosine of neighbouring tokens {neighbours:.3f}, of random pairs {random_pairs:.3f}")
+
+# %% [markdown]
+# Shuffling the whole dataset would need it all in memory. The store instead keeps a
+# **shuffle buffer** of a fixed size: it fills the buffer with activations from many contexts,
+# shuffles it, serves **half** of it as training batches, keeps the other half, and refills
+# when it is half empty. Each kept activation gets mixed with the next fill, so batches mix
+# contexts harvested at different times, and memory stays bounded however many tokens you train on.
+#
+# **Exercise: `refill_and_split`.** One step of the buffer: pool = `cat([buffer, new])`,
+# permute it with `torch.randperm(len(pool), generator=generator)` (use the generator, so a
+# seed fixes the order), serve the first `(len(pool) // 2) // batch_size` full batches, keep the rest.
+
+# %%
+def refill_and_split(
+    buffer: Tensor, new: Tensor, batch_size: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Returns (batches [n_batches, batch_size, d], kept [rest, d]) as described above."""
+    # Hint: index the pool with the permutation; serve whole batches from half the pool; reshape.
+    # EXERCISE refill_and_split
+    pool = torch.cat([buffer, new])
+    pool = pool[torch.randperm(len(pool), generator=generator)]
+    n_batches = (len(pool) // 2) // batch_size
+    served = n_batches * batch_size
+    return pool[:served].reshape(n_batches, batch_size, pool.shape[-1]), pool[served:]
+    # END EXERCISE
+
+
+# %%
+checks.activations.test_refill_and_split(refill_and_split)
+
+# %% [markdown]
+# ## 7. Normalising the activations
+#
+# The residual norm differs by orders of magnitude between layers (section 3) and between
+# models. An SAE's loss mixes a reconstruction error, which scales with the norm squared, and a
+# sparsity penalty, which scales with the norm (L1) or not at all (TopK). So the right sparsity
+# coefficient and learning rate would depend on the layer. The fix used since Bricken et al.
+# (2023) (and in SAELens as `normalize_activations="expected_average_only_in"`): multiply
+# all activations by one constant chosen so that their **mean norm is sqrt(d_in)**, estimated
+# once from some batches, and kept. Dividing by the same constant undoes it, e.g. before a
+# reconstruction is put back into the model.
+#
+# **Exercise: `norm_scale_factor`.** The constant for a set of activations `[tokens, d]`.
+
+# %%
+def norm_scale_factor(acts: Tensor) -> Tensor:
+    """The factor c such that (c * acts) has mean L2 norm sqrt(d): c = sqrt(d) / mean_i ||acts_i||."""
+    # Hint: acts.norm(dim=-1) gives one norm per token.
+    # EXERCISE norm_scale_factor
+    return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()
+    # END EXERCISE
+
+
+# %%
+checks.activations.test_norm_scale_factor(norm_scale_factor)
+
+# %% [markdown]
+# With the library's version: each layer gets its own factor, and afterwards every layer has the
+# same mean norm sqrt(d_model).
+
+# %%
+for depth_i in sorted({0, cfg.n_layers // 2, cfg.n_layers}):
+    x = acts_lib.flatten_activations(resid[depth_i])
+    c = acts_lib.norm_scale_factor(x)
+    print(f"resid depth {depth_i:2d}: mean norm {x.norm(dim=-1).mean():8.2f}  factor {c:.4f}  "
+          f"normalised mean norm {(c * x).norm(dim=-1).mean():.2f}  (sqrt(d) = {math.sqrt(cfg.d_model):.2f})")
+
+# %% [markdown]
+# ## 8. The activation store
+#
+# `sae_course.activations.ActivationStore` puts the pieces together: contexts from
+# `sae_course.text`, `harvest` with the early stop, `flatten_activations` without BOS, the shuffle
+# buffer (its size is a memory budget, `buffer_mb`), the normalisation (kept as
+# `store.scale_factor`, undone by `store.unnormalize`), a progress bar, and optionally a disk
+# cache: with `cache_dir`, activations are written as safetensors shards and the next run with the
+# same model, hook, data and seed reads them instead of running the model. A different key
+# (another hook, other data, another seed) gets its own folder, so a stale cache is never used.
+# Notebook 04 trains an SAE from exactly this.
+
+# %%
+n_contexts = settings.scale(ci=48, laptop=2_000, gpu=20_000)
+context_len = settings.scale(ci=64, laptop=128, gpu=128)
+contexts = text_lib.contexts_for_model(model, n_contexts, context_len, seed=settings.seed)
+cache_dir = tempfile.mkdtemp(prefix="sae_course_acts_")
+store_kwargs = dict(
+    batch_size=settings.scale(ci=128, laptop=4096, gpu=4096),
+    # ci: a buffer of 8 batches (so it refills several times); else a memory budget in MB
+    buffer_mb=settings.scale(ci=8 * 128 * 4 * cfg.d_model / 2**20, laptop=256.0, gpu=2048.0),
+    model_batch_size=settings.scale(ci=8, laptop=32, gpu=64),
+    normalize=True,
+    cache_dir=cache_dir,
+    seed=settings.seed,
+)
+store = ActivationStore(model, contexts, hook_name, **store_kwargs)
+print(f"buffer holds {store.buffer_tokens} activations; scale factor {float(store.scale_factor):.4f}")
+start = time.perf_counter()
+batches = list(store)
+first_run = time.perf_counter() - start
+print(f"{len(batches)} batches of {tuple(batches[0].shape)}, {store.forward_passes} forward passes, "
+      f"{first_run:.2f} s; largest buffer {store.peak_buffer_tokens} tokens")
+print(f"mean norm of a batch: {batches[0].norm(dim=-1).mean():.2f} (sqrt(d) = {math.sqrt(store.d_in):.2f})")
+
+# %% [markdown]
+# A second store with the same key reads the cache: no forward pass, the same batches in the same
+# order. Undoing the normalisation gives back the model's own activations.
+
+# %%
+again = ActivationStore(model, contexts, hook_name, **store_kwargs)
+start = time.perf_counter()
+batches_again = list(again)
+print(f"second run: {again.forward_passes} forward passes, {time.perf_counter() - start:.2f} s, "
+      f"identical batches: {all(torch.equal(a, b) for a, b in zip(batches, batches_again, strict=True))}")
+raw = again.unnormalize(batches_again[0])
+print(f"mean norm in model units: {raw.norm(dim=-1).mean():.2f}; "
+      f"round trip exact to {(again.normalize(raw) - batches_again[0]).abs().max():.1e}")
+
+# %% [markdown]
+# ## Summary
+#
+# - TransformerLens 4 loads GPT-2 (or the offline model) as a `TransformerBridge`; compatibility
+#   mode makes its activations match what public SAEs were trained on.
+# - Hooks read any activation by name; the residual stream is `blocks.{L}.hook_resid_pre`, its
+#   norm grows with depth, and BOS is a huge outlier that the store leaves out.
+# - A hook that raises after capturing stops the forward pass early: no wasted layers.
+# - Contexts start with BOS; activations are flattened, shuffled in a bounded buffer (tokens of
+#   a context are correlated) and scaled to a mean norm of sqrt(d_in) (so hyperparameters transfer).
+#
+# Next, notebook 04 trains an SAE on batches from this store and measures it: L0, explained
+# variance, and the language-model loss when the SAE's reconstruction replaces the activations.
