@@ -894,16 +894,21 @@ def labelled_tokens(
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Token ids of `story.text` and one label dict per token.
 
-    Each token takes the labels of the span that covers most of its non-space characters
-    (a token such as `."` that covers two spans takes the first of equal counts). Every
+    Each token takes the labels of the span that covers most of its characters, a space
+    counting with the word after it (a token such as `."` that covers two spans takes the
+    first of equal counts; a lone space token takes the word it precedes). Every
     dict has the word-level labels of `DEFAULT_LABELS`, the story-level `topic`,
     `sentiment` and `tense`, `special` (True only for BOS) and `word` (the span's text).
     With `add_bos` (default, as TransformerLens' `to_tokens` does) the first token is BOS.
     """
     ids, offsets = _encode(tokenizer, story.text)
+    # Each character belongs to a span; a space belongs to the word after it, as the
+    # leading space of a GPT-2 style token does.
     owner = [-1] * len(story.text)
+    prev_end = 0
     for i, s in enumerate(story.spans):
-        owner[s.start:s.end] = [i] * (s.end - s.start)
+        owner[prev_end:s.end] = [i] * (s.end - prev_end)
+        prev_end = s.end
     labels: list[dict[str, Any]] = []
     for start, end in offsets:
         counts: dict[int, int] = {}
