@@ -247,7 +247,8 @@ _FUNCTION_WORDS = set(
     "a an the some it is are was were in to with and there we they she he her his their "
     "has have had go goes went said says shouted shouts feel feels felt need needs needed "
     "buy buys bought bring brings brought count counts counted lives lived live a city day "
-    "evening morning everything called from this that very of named".split()
+    "evening morning everything called from this that very of named travel travels "
+    "travelled".split()
 )
 
 TOPIC_OF_WORD: dict[str, str] = {w: t.name for t in TOPIC_DATA.values() for w in t.words()}
@@ -730,6 +731,24 @@ class _Writer:
             self.sent_adj()
         self.b.end_sentence()
 
+    def s_travel(self) -> None:
+        """A trip to any city of the world, so every city's country gets stated."""
+        city = self.rng.choice(sorted(self.world.city_country))
+        self.b.ctx["in_fact"] = True
+        plural = self.rng.random() < 0.3
+        self.name(self.hero)
+        if plural:
+            self.b.add("and", "conj")
+            self.name(self.friend)
+        self.verb(("travel", "travels", "travelled"), plural)
+        self.b.add("to", "prep")
+        self.place_name(city)
+        self.b.add(",", "punct")
+        self.b.add("in", "prep")
+        self.country(city)
+        self.b.ctx.pop("in_fact")
+        self.b.end_sentence()
+
     def s_pet(self) -> None:
         h = self.hero
         self.b.ctx["in_fact"] = True
@@ -815,6 +834,8 @@ def generate_story(
         body.append(w.s_list)
     if rng.random() < 0.3:
         body.append(w.s_pet)
+    if rng.random() < 0.3:
+        body.append(w.s_travel)
     if rng.random() < 0.2:
         body.append(lambda: w.s_job(friend_c))
     if rng.random() < 0.5:
