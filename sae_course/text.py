@@ -12,6 +12,7 @@ fixed-length contexts that each start with BOS, and shuffled deterministically b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -78,6 +79,30 @@ def folder_texts(folder: str | Path) -> list[str]:
 def default_source(model_name: str) -> str:
     """The text source that suits a model: Hugging Face data for GPT-2, else StoryWorld."""
     return "hf" if model_name == "gpt2" else "storyworld"
+
+
+def auto_source(model_name: str, dataset: str = DEFAULT_DATASET) -> str:
+    """`default_source`, except that GPT-2 without access to the dataset falls back to
+    StoryWorld text (plain English GPT-2 can read), saying so."""
+    source = default_source(model_name)
+    if source != "hf":
+        return source
+    from sae_course.models import _hub_offline, gpt2_reachable
+
+    why = None
+    if _hub_offline() or os.environ.get("HF_DATASETS_OFFLINE", "") in ("1", "true", "TRUE"):
+        why = "offline mode is set (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+    elif not gpt2_reachable():
+        why = "the Hugging Face hub cannot be reached"
+    else:
+        try:
+            next(iter(hf_texts(dataset, n_texts=1)))
+        except (RuntimeError, StopIteration) as err:
+            why = str(err)
+    if why is None:
+        return "hf"
+    print(f"The dataset {dataset!r} cannot be streamed ({why}); using StoryWorld text instead.")
+    return "storyworld"
 
 
 def load_texts(
@@ -158,12 +183,13 @@ def contexts_for_model(
 ) -> Tensor:
     """About `n_contexts` shuffled BOS-led contexts of the model's kind of text.
 
-    `source` defaults to Hugging Face data for GPT-2 and StoryWorld for the offline model.
-    Texts are drawn until `n_contexts` contexts are filled (fewer only if a folder runs out).
+    `source` defaults to `auto_source`: Hugging Face data for GPT-2 (StoryWorld when the
+    dataset cannot be streamed) and StoryWorld for the offline model. Texts are drawn until
+    `n_contexts` contexts are filled (fewer only if a folder runs out).
     """
     from sae_course.models import model_name_of
 
-    source = source or default_source(model_name_of(model))
+    source = source or auto_source(model_name_of(model), dataset)
     tokenizer = model.tokenizer
     bos = bos_id_of(tokenizer)
     if source == "folder":

@@ -82,13 +82,14 @@ print(f"model: {model_name}  layers={cfg.n_layers}  d_model={cfg.d_model}  heads
 
 # %% [markdown]
 # Text comes from a source that suits the model: for GPT-2 a streamed Hugging Face dataset
-# (`sae_course.text.DEFAULT_DATASET`), for the offline model StoryWorld stories. (You can also
+# (`sae_course.text.DEFAULT_DATASET`; StoryWorld text when it cannot be streamed, which GPT-2
+# reads as plain English), for the offline model StoryWorld stories. (You can also
 # use a folder of your own `.txt` files: `text_lib.load_texts("folder", n, folder="my_texts")`.)
 # The tokenizer turns text into token ids; TransformerLens puts a **BOS** token
 # (`<|endoftext|>`) in front.
 
 # %%
-source = text_lib.default_source(model_name)
+source = text_lib.auto_source(model_name)  # "hf" for GPT-2 (if the dataset streams), else "storyworld"
 sample_texts = text_lib.load_texts(source, n_texts=8, seed=settings.seed)
 print(sample_texts[0][:300])
 print(model.to_str_tokens(sample_texts[0][:80]))
@@ -199,7 +200,7 @@ checks.activations.test_residual_norms(residual_norms)
 # %%
 n_plot = settings.scale(ci=4, laptop=16, gpu=32)
 plot_len = 64
-plot_tokens = text_lib.contexts_for_model(model, n_plot, plot_len, seed=settings.seed)
+plot_tokens = text_lib.contexts_for_model(model, n_plot, plot_len, seed=settings.seed, source=source)
 resid = acts_lib.residual_stream(model, plot_tokens)
 norms = acts_lib.residual_norms(resid).cpu()
 
@@ -427,7 +428,7 @@ for depth_i in sorted({0, cfg.n_layers // 2, cfg.n_layers}):
 # %%
 n_contexts = settings.scale(ci=48, laptop=2_000, gpu=20_000)
 context_len = settings.scale(ci=64, laptop=128, gpu=128)
-contexts = text_lib.contexts_for_model(model, n_contexts, context_len, seed=settings.seed)
+contexts = text_lib.contexts_for_model(model, n_contexts, context_len, seed=settings.seed, source=source)
 cache_dir = tempfile.mkdtemp(prefix="sae_course_acts_")
 store_kwargs = dict(
     batch_size=settings.scale(ci=128, laptop=4096, gpu=4096),

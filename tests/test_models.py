@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -79,3 +84,25 @@ def test_random_gpt2_small_has_gpt2_small_shape():
     tokens = torch.tensor([[model.tokenizer.bos_token_id, 5, 6]])
     _, cache = model.run_with_cache(tokens, names_filter="blocks.11.hook_resid_post")
     assert cache["blocks.11.hook_resid_post"].shape == (1, 3, 768)
+
+
+def test_cached_gpt2_loads_offline_and_auto_prefers_it(tmp_path):
+    """GPT-2 in the local Hugging Face cache (faked with the offline model's files) loads with
+    HF_HUB_OFFLINE=1 through boot_transformers("gpt2"), and "auto" picks it."""
+    snapshot = tmp_path / "hub" / "models--gpt2" / "snapshots" / "0000"
+    snapshot.mkdir(parents=True)
+    for f in models.offline_model_dir().iterdir():
+        if f.is_file():
+            shutil.copy(f, snapshot / f.name)
+    (tmp_path / "hub" / "models--gpt2" / "refs").mkdir()
+    (tmp_path / "hub" / "models--gpt2" / "refs" / "main").write_text("0000")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    code = (
+        "from sae_course.models import load_model, model_name_of\n"
+        "print(model_name_of(load_model('auto', device='cpu')),"
+        " model_name_of(load_model('gpt2', device='cpu')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "gpt2 gpt2"

@@ -79,3 +79,10 @@ def test_hf_source_offline_gives_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="Could not stream the dataset.*source='storyworld'"):
         next(iter(text.hf_texts()))
+
+
+def test_auto_source_falls_back_to_storyworld_offline(monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert text.auto_source("gpt2") == "storyworld"
+    assert "using StoryWorld text instead" in capsys.readouterr().out
+    assert text.auto_source("offline") == "storyworld"
