@@ -96,7 +96,7 @@ def residual_hook_names(n_layers: int) -> list[str]:
 def residual_stream(model: Any, tokens: Tensor) -> Tensor:
     """[n_layers + 1, batch, pos, d_model]: resid_pre of every block, then the final resid_post."""
     names = residual_hook_names(model.cfg.n_layers)
-    _, cache = model.run_with_cache(tokens, names_filter=names)
+    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=names)
     return torch.stack([cache[name] for name in names])
 
 
@@ -125,7 +125,8 @@ def harvest(model: Any, tokens: Tensor, hook_name: str, stop_early: bool = True)
             raise StopForward
 
     try:
-        model.run_with_hooks(tokens, fwd_hooks=[(hook_name, capture)], return_type=None)
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(hook_name, capture)],
+                             return_type=None)
     except StopForward:
         pass
     if "acts" not in captured:

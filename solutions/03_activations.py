@@ -191,8 +191,8 @@ checks.activations.test_residual_norms(residual_norms)
 
 # %% [markdown]
 # What to expect (below, computed with the library's `residual_stream` and `residual_norms`):
-# the norm **grows with depth**, since each block adds to the stream; on GPT-2 from about 3
-# in the embeddings to a few hundred at the last layer. And the **first position (BOS)** is an
+# the norm **grows with depth**, since each block adds to the stream; on GPT-2 from a few units
+# at the embeddings to hundreds at the last layers. And the **first position (BOS)** is an
 # outlier, often many times larger than the others from the first layers on: models use it as
 # an "attention sink", a place to put attention when nothing else is relevant. An SAE trained
 # with BOS in its data spends capacity on those few huge vectors, so the store leaves them out.
@@ -332,9 +332,10 @@ checks.activations.test_flatten_activations(flatten_activations)
 # Tokens of one context are **strongly correlated**: the same topic, the same entities, and a
 # residual stream that changes slowly from one position to the next. A batch made of a few whole
 # contexts is therefore much less diverse than a batch of random tokens, and its gradient is
-# biased toward what those contexts happen to be about. Bricken et al. (2023) and Cunningham et
-# al. (2023) shuffle activations across many contexts before training; below is the effect
-# measured: neighbours in a context are far more alike than random pairs.
+# biased toward what those contexts happen to be about. So SAE training (Bricken et al. 2023,
+# Cunningham et al. 2023) draws activations from many contexts and shuffles them. Below, the
+# effect measured: neighbours in a context are more alike than random pairs of tokens (on a
+# trained model; expect the gap to be clear).
 
 # %%
 layer = cfg.n_layers // 2
@@ -362,7 +363,12 @@ print(f"{hook_name}: mean cosine of neighbouring tokens {neighbours:.3f}, of ran
 def refill_and_split(
     buffer: Tensor, new: Tensor, batch_size: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """Returns (batches [n_batches, batch_size, d], kept [rest, d]) as described above."""
+    """Mix `new` into the buffer, shuffle, and serve half of it as batches.
+
+    pool = cat([buffer, new]), permuted by torch.randperm with `generator`; the first
+    (len(pool) // 2) // batch_size full batches are served, the rest is kept.
+    Returns (batches [n_batches, batch_size, d], kept [rest, d]).
+    """
     # Hint: index the pool with the permutation; serve whole batches from half the pool; reshape.
     # EXERCISE refill_and_split
     pool = torch.cat([buffer, new])
@@ -382,8 +388,8 @@ checks.activations.test_refill_and_split(refill_and_split)
 # The residual norm differs by orders of magnitude between layers (section 3) and between
 # models. An SAE's loss mixes a reconstruction error, which scales with the norm squared, and a
 # sparsity penalty, which scales with the norm (L1) or not at all (TopK). So the right sparsity
-# coefficient and learning rate would depend on the layer. The fix used since Bricken et al.
-# (2023) (and in SAELens as `normalize_activations="expected_average_only_in"`): multiply
+# coefficient and learning rate would depend on the layer. A common fix (Anthropic's later SAE
+# work; SAELens's `normalize_activations="expected_average_only_in"`): multiply
 # all activations by one constant chosen so that their **mean norm is sqrt(d_in)**, estimated
 # once from some batches, and kept. Dividing by the same constant undoes it, e.g. before a
 # reconstruction is put back into the model.
