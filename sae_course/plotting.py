@@ -1,0 +1,285 @@
+"""Plots for the course notebooks (matplotlib). Every function returns its Figure.
+
+Part 01 (toy models of superposition): features in 2-D, W^T W with the bias, the sparsity
+sweep, feature dimensionality, and neuron-model weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from sae_course import toy_models as tm
+
+# The fractions at which feature dimensionality clusters, and the geometry each reveals.
+DIMENSIONALITY_FRACTIONS = {
+    1.0: "1 (own dimension)",
+    3 / 4: "3/4 (tetrahedron)",
+    2 / 3: "2/3 (triangle)",
+    1 / 2: "1/2 (antipodal pair)",
+    2 / 5: "2/5 (pentagon)",
+    1 / 3: "1/3",
+}
+
+
+def _np(x: Tensor | np.ndarray | Sequence) -> np.ndarray:
+    if torch.is_tensor(x):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _grid(n: int, max_cols: int, size: float, height: float | None = None):
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, (height or size) * rows),
+                             squeeze=False)
+    flat = axes.ravel()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _titles(titles: Sequence[str] | None, n: int, default: str = "instance {}") -> list[str]:
+    if titles is None:
+        return [default.format(k) for k in range(n)]
+    if len(titles) != n:
+        raise ValueError(f"got {len(titles)} titles for {n} instances.")
+    return list(titles)
+
+
+def probability_titles(feature_probability: Tensor) -> list[str]:
+    """'1-S = 0.05'-style titles from a per-instance probability table or vector."""
+    p = _np(feature_probability)
+    p = p.reshape(p.shape[0], -1)[:, 0]
+    return [f"1-S = {v:.3g}" for v in p]
+
+
+def plot_features_in_2d(
+    W: Tensor,
+    colors: Tensor | Sequence | None = None,
+    titles: Sequence[str] | None = None,
+    *,
+    max_cols: int = 8,
+    size: float = 2.3,
+    suptitle: str | None = None,
+) -> Figure:
+    """One panel per instance: each feature's column W_i as a line from the origin.
+
+    `colors`: per-feature values (e.g. importance, `[n_features]` or `[n_inst, n_features]`)
+    mapped through viridis (yellow = most important), or a list of matplotlib colours.
+    Expect orthogonal pairs when features are dense, antipodal pairs and pentagons when sparse.
+    """
+    W = tm._weights(W)
+    n_inst, d_hidden, n_features = W.shape
+    if d_hidden != 2:
+        raise ValueError(f"plot_features_in_2d needs d_hidden = 2, got {d_hidden}.")
+    Wn = _np(W)
+    if colors is None:
+        cols = [["C0"] * n_features] * n_inst
+    elif isinstance(colors, list | tuple) and colors and isinstance(colors[0], str):
+        if len(colors) != n_features:
+            raise ValueError(f"got {len(colors)} colours for {n_features} features.")
+        cols = [list(colors)] * n_inst
+    else:
+        values = np.broadcast_to(_np(colors), (n_inst, n_features))
+        lo, hi = values.min(), values.max()
+        scaled = (values - lo) / (hi - lo) if hi > lo else np.ones_like(values)
+        cmap = plt.get_cmap("viridis")
+        cols = [[cmap(v) for v in row] for row in scaled]
+    fig, axes = _grid(n_inst, max_cols, size)
+    limit = max(1.5, float(np.abs(Wn).max()) * 1.1)
+    for k, (ax, title) in enumerate(zip(axes, _titles(titles, n_inst), strict=True)):
+        for i in range(n_features):
+            x, y = Wn[k, 0, i], Wn[k, 1, i]
+            ax.plot([0, x], [0, y], color=cols[k][i], lw=1.5)
+            ax.scatter([x], [y], color=[cols[k][i]], s=18, zorder=3)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.axhline(0, color="0.85", lw=0.6, zorder=0)
+        ax.axvline(0, color="0.85", lw=0.6, zorder=0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_wtw(
+    W: Tensor,
+    b_final: Tensor | None = None,
+    titles: Sequence[str] | None = None,
+    *,
+    max_cols: int = 4,
+) -> Figure:
+    """W^T W per instance (feature-feature overlaps, red/blue = positive/negative) with the
+    bias as a column beside it. A diagonal of ones and nothing else means no superposition;
+    off-diagonal entries are interference."""
+    W = tm._weights(W)
+    n_inst, _, n_features = W.shape
+    wtw = _np(torch.einsum("ihf,ihg->ifg", W, W))
+    b = _np(b_final).reshape(n_inst, n_features) if b_final is not None else None
+    cols = min(n_inst, max_cols)
+    rows = math.ceil(n_inst / cols)
+    width = 2.6 if n_features <= 10 else 3.2
+    ratios = [8, 1] * cols if b is not None else [1] * cols
+    fig, axes = plt.subplots(rows, len(ratios), figsize=(width * cols * 1.1, width * rows),
+                             squeeze=False, gridspec_kw={"width_ratios": ratios})
+    vmax = max(1.0, float(np.abs(wtw).max()))
+    step = 2 if b is not None else 1
+    image = None
+    for k in range(rows * cols):
+        r, c = divmod(k, cols)
+        ax = axes[r, c * step]
+        bax = axes[r, c * step + 1] if b is not None else None
+        if k >= n_inst:
+            ax.set_visible(False)
+            if bax is not None:
+                bax.set_visible(False)
+            continue
+        image = ax.imshow(wtw[k], cmap="RdBu", vmin=-vmax, vmax=vmax)
+        ax.set_title(_titles(titles, n_inst)[k], fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if bax is not None:
+            bax.imshow(b[k][:, None], cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+            bax.set_xticks([0], ["b"])
+            bax.set_yticks([])
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="W^T W  |  b")
+    return fig
+
+
+def plot_sparsity_sweep(
+    W: Tensor,
+    feature_probability: Tensor,
+    *,
+    threshold: float = 0.5,
+    importance: Tensor | None = None,
+) -> Figure:
+    """How superposition grows with sparsity, against 1/(1-S) = 1/p (log scale).
+
+    Left: each feature's ||W_i|| (coloured by importance if given); the dashed line is the
+    `threshold` for "represented". Right: the number of represented features and the
+    hidden dimension.
+    """
+    W = tm._weights(W)
+    n_inst, d_hidden, n_features = W.shape
+    p = _np(feature_probability).reshape(n_inst, -1)[:, 0]
+    x = 1 / p
+    norms = _np(tm.feature_norms(W))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = None
+    if importance is not None:
+        colors = np.broadcast_to(_np(importance), (n_inst, n_features))
+    xs = np.repeat(x[:, None], n_features, axis=1)
+    sc = ax1.scatter(xs.ravel(), norms.ravel(), s=10, alpha=0.7,
+                     c=None if colors is None else colors.ravel(), cmap="viridis")
+    if colors is not None:
+        fig.colorbar(sc, ax=ax1, label="importance")
+    ax1.axhline(threshold, color="k", ls="--", lw=0.8)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("1 / (1 - S)  (= 1 / feature probability)")
+    ax1.set_ylabel("||W_i||")
+    ax1.set_title("feature norms")
+    count = (norms > threshold).sum(1)
+    ax2.plot(x, count, "o-", label="features represented")
+    ax2.axhline(d_hidden, color="k", ls="--", lw=0.8, label=f"d_hidden = {d_hidden}")
+    ax2.set_xscale("log")
+    ax2.set_ylim(0, n_features + 0.5)
+    ax2.set_xlabel("1 / (1 - S)")
+    ax2.set_ylabel("count")
+    ax2.set_title(f"represented features (||W_i|| > {threshold})")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_dimensionality(
+    W: Tensor,
+    feature_probability: Tensor,
+    *,
+    jitter: float = 0.04,
+    seed: int = 0,
+) -> Figure:
+    """Each feature's dimensionality D_i against 1/(1-S), with horizontal lines at the
+    fractions 1, 3/4, 2/3, 1/2, 2/5, 1/3 where the points cluster (each fraction is a
+    geometry), and the line d_hidden / ||W||_F^2 (dimensions per feature)."""
+    W = tm._weights(W)
+    n_inst, _, n_features = W.shape
+    p = _np(feature_probability).reshape(n_inst, -1)[:, 0]
+    x = 1 / p
+    dims = _np(tm.feature_dimensionality(W))
+    rng = np.random.default_rng(seed)
+    xs = np.repeat(x[:, None], n_features, axis=1) * np.exp(
+        rng.uniform(-jitter, jitter, size=dims.shape))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for frac, label in DIMENSIONALITY_FRACTIONS.items():
+        ax.axhline(frac, color="0.7", lw=0.8, ls=":")
+        ax.text(x.max() * 1.15, frac, label, va="center", fontsize=8, color="0.35")
+    ax.scatter(xs.ravel(), dims.ravel(), s=8, alpha=0.5, color="C0", label="D_i (per feature)")
+    ax.plot(x, _np(tm.dimensions_per_feature(W)), "k-", lw=1.2,
+            label="d_hidden / ||W||_F^2 (dimensions per feature)")
+    ax.set_xscale("log")
+    ax.set_xlim(x.min() / 1.2, x.max() * 3)
+    ax.set_ylim(-0.05, 1.15)
+    ax.set_xlabel("1 / (1 - S)  (= 1 / feature probability)")
+    ax.set_ylabel("dimensionality")
+    ax.set_title("feature dimensionality")
+    ax.legend(loc="upper center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_neuron_weights(
+    W: Tensor,
+    titles: Sequence[str] | None = None,
+    *,
+    max_cols: int = 4,
+) -> Figure:
+    """Neuron model weights, one panel per instance: rows are neurons, columns features
+    (red positive, blue negative, scaled per panel since sparse models grow larger weights).
+    A neuron with one strong red cell is monosemantic; several red cells, polysemantic."""
+    W = tm._weights(W)
+    n_inst, d_hidden, n_features = W.shape
+    Wn = _np(W)
+    fig, axes = _grid(n_inst, max_cols, 0.35 * n_features + 0.8, 0.35 * d_hidden + 1.1)
+    for k, (ax, title) in enumerate(zip(axes, _titles(titles, n_inst), strict=True)):
+        vmax = float(np.abs(Wn[k]).max()) or 1.0
+        ax.imshow(Wn[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.set_title(f"{title}\n(max |w| = {vmax:.2g})", fontsize=9)
+        ax.set_xlabel("feature", fontsize=8)
+        ax.set_ylabel("neuron", fontsize=8)
+        ax.set_xticks(range(n_features))
+        ax.set_yticks(range(d_hidden))
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_neuron_monosemanticity(
+    monosemanticity: Tensor, feature_probability: Tensor
+) -> Figure:
+    """Share of each neuron's input weight on its top feature, against 1/(1-S)."""
+    m = _np(monosemanticity)
+    n_inst, d_hidden = m.shape
+    x = 1 / _np(feature_probability).reshape(n_inst, -1)[:, 0]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter(np.repeat(x[:, None], d_hidden, axis=1).ravel(), m.ravel(), s=14, alpha=0.6)
+    ax.plot(x, m.mean(1), "k-", lw=1, label="mean over neurons")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("1 / (1 - S)")
+    ax.set_ylabel("weight share of top feature")
+    ax.set_title("monosemanticity of neurons (1 = one feature)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
