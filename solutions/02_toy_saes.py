@@ -1,0 +1,637 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Sparse autoencoders on toy models
+#
+# In notebook 01 a toy model packed more features than it had dimensions into its hidden
+# layer: **superposition**. Looking at a hidden vector, you cannot read off which features
+# are active, because no hidden direction belongs to a single feature. A **sparse
+# autoencoder** (SAE) tries to undo this: it learns an *overcomplete* dictionary of directions
+# (more latents than dimensions) such that each activation vector is a sparse, non-negative
+# combination of a few of them. If the model's features are sparse and roughly linear, the
+# dictionary's directions should be the features.
+#
+# On toy data we know the true features, so we can *measure* whether an SAE finds them. This
+# notebook builds the SAE architectures that matter today and compares them:
+#
+# - ReLU + L1 (Bricken et al. 2023, [Towards Monosemanticity](https://transformer-circuits.pub/2023/monosemantic-features);
+#   Cunningham et al. 2023, [arXiv 2309.08600](https://arxiv.org/abs/2309.08600));
+# - TopK with the AuxK loss (Gao et al. 2024, [arXiv 2406.04093](https://arxiv.org/abs/2406.04093));
+# - BatchTopK (Bussmann et al. 2024, [arXiv 2412.06410](https://arxiv.org/abs/2412.06410));
+# - JumpReLU and its straight-through estimator (Rajamanoharan et al. 2024, [arXiv 2407.14435](https://arxiv.org/abs/2407.14435)).
+#
+# You will write 9 pieces, each followed by a check cell: the ReLU encoder, the (weighted) L1
+# penalty, the decoder-gradient projection, the TopK activation, the AuxK loss, BatchTopK,
+# JumpReLU's straight-through estimator, the mean max cosine similarity, and the geometric
+# median. Every demonstration uses the course library (`sae_course.sae`,
+# `sae_course.training`, `sae_course.evaluation`): the same SAE code trains on GPT-2 in
+# notebook 04, so if you are stuck on one exercise you can still run the rest.
+
+# %% tags=["setup"]
+import ipywidgets
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import display
+from torch import Tensor
+
+from sae_course import checks
+from sae_course import evaluation as ev
+from sae_course import sae as saelib
+from sae_course import toy_models as tm
+from sae_course.sae import SAE, SAEConfig
+from sae_course.settings import get_settings, seed_everything
+from sae_course.synthetic import SyntheticFeatures, toy_model_activations, toy_model_features
+from sae_course.training import TrainConfig, TrainResult, train_sae
+
+settings = get_settings()
+device = settings.device
+seed_everything(settings.seed)
+print(settings)
+
+# %% [markdown]
+# ## 1. Data with known features
+#
+# **Why.** To judge an SAE we need activations whose features we know. We use two sources:
+#
+# 1. the hidden activations `h = W x` of a toy model from notebook 01 (`sae_course.toy_models`):
+#    64 sparse features squeezed into 20 dimensions; its true feature directions are the
+#    columns of `W` (at least for the features it chose to represent);
+# 2. a synthetic set (`sae_course.synthetic.SyntheticFeatures`): 64 random unit directions in
+#    32 dimensions, each token a sparse non-negative combination of them. Here *every* feature
+#    is present in the data, so a perfect SAE recovers all 64.
+#
+# **Expect:** the toy model represents most, not all, of its 64 features (the rarest
+# interference is not worth it); a few dozen non-zero features per 1000 tokens per feature.
+
+# %%
+n_features, d_hidden = 64, 20
+toy = tm.ToyModel(n_features, d_hidden, n_inst=1, feature_probability=0.02,
+                  seed=settings.seed, device=device)
+tm.train_toy_model(toy, n_steps=settings.scale(ci=800, laptop=4000, gpu=10000),
+                   batch_size=1024, lr=1e-2, seed=settings.seed, progress=False)
+toy_features = toy_model_features(toy)  # [n_features, d_hidden]: the columns of W
+represented = toy_features.norm(dim=-1) > 0.5
+print(f"the toy model represents {int(represented.sum())} of {n_features} features "
+      f"in {d_hidden} dimensions")
+
+
+def toy_batch(step: int, n: int = 1024) -> Tensor:
+    """Hidden activations of the toy model; batch `step` is always the same."""
+    g = torch.Generator(device=device).manual_seed(10_000 + step)
+    return toy_model_activations(toy, n, generator=g)[0]
+
+
+synthetic = SyntheticFeatures(n_features=64, d=32, feature_probability=0.04,
+                              seed=settings.seed, device=device)
+
+
+def synthetic_batch(step: int, n: int = 512) -> Tensor:
+    g = torch.Generator(device=device).manual_seed(20_000 + step)
+    return synthetic.sample(n, g)[0]
+
+
+def fit(sae: SAE, data, **train_options) -> TrainResult:
+    """Train with the library's loop; toy-sized SAEs run fastest on one CPU thread."""
+    return train_sae(sae, data, TrainConfig(progress=False, threads=1, **train_options))
+
+
+x_eval = synthetic.sample(8192, torch.Generator(device=device).manual_seed(7))[0]
+h_eval = toy_batch(-1, 8192)
+print("synthetic activations", tuple(x_eval.shape), "toy activations", tuple(h_eval.shape))
+
+# %% [markdown]
+# ## 2. The ReLU SAE
+#
+# **Why.** The original SAE (Bricken et al. 2023; Cunningham et al. 2023) is one hidden layer:
+#
+# $$f(x) = \mathrm{ReLU}\big((x - b_{dec}) W_{enc} + b_{enc}\big), \qquad \hat x = f(x) W_{dec} + b_{dec}$$
+#
+# with `W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]` (the same names and shapes as SAELens
+# files, so GPT-2 SAEs load later). Subtracting `b_dec` first centres the input: `b_dec` is
+# the point the dictionary is built around. Row `i` of `W_dec` is latent `i`'s direction.
+#
+# **Exercise.** Write the encoder. Expect the check's tick line.
+
+# %%
+def relu_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor) -> Tensor:
+    """Latents [n, d_sae] of inputs x [n, d_in]: ReLU((x - b_dec) @ W_enc + b_enc)."""
+    # Hint: one matmul; the ReLU comes last.
+    # EXERCISE relu_encode
+    return torch.relu((x - b_dec) @ W_enc + b_enc)
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_relu_encode(relu_encode)
+
+# %% [markdown]
+# ### The sparsity penalty, and a trap
+#
+# **Why.** Reconstruction alone would use every latent a little. An L1 penalty
+# $\lambda \sum_i |f_i|$ pushes most latents to exactly zero. The trap: the SAE can cheat by
+# making the latents tiny and the decoder rows huge, which leaves the reconstruction unchanged
+# and the L1 near zero. Two fixes exist:
+#
+# - **unit-norm decoder**: keep every row of `W_dec` at norm 1 (renormalise after each step,
+#   and remove the part of the gradient that would only change the norm; next section);
+# - **weighted L1**: penalise $\lambda \sum_i |f_i| \, \lVert W_{dec,i} \rVert$, which does
+#   not change when a latent is scaled down and its row up by the same factor.
+#
+# The course's default is the weighted L1 (Anthropic's April 2024 update; SAELens'
+# `scale_sparsity_penalty_by_decoder_norm`): it needs nothing outside the optimiser step, so one
+# training loop serves every architecture. The unit-norm variant is in the library too
+# (`SAEConfig(l1_variant="unit_norm")`).
+#
+# **Exercise.** The L1 loss, averaged over tokens, summed over latents, times the coefficient.
+
+# %%
+def l1_loss(latents: Tensor, W_dec: Tensor, coefficient: float, weighted: bool) -> Tensor:
+    """coefficient * mean over tokens of sum_i |f_i| (times ||W_dec[i]|| when weighted)."""
+    # Hint: W_dec.norm(dim=-1) gives one norm per decoder row (per latent).
+    # EXERCISE l1_loss
+    per_latent = latents.abs()
+    if weighted:
+        per_latent = per_latent * W_dec.norm(dim=-1)
+    return coefficient * per_latent.sum(-1).mean()
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_l1_loss(l1_loss)
+
+# %% [markdown]
+# ### Keeping decoder rows at unit norm
+#
+# **Why.** With the unit-norm variant, a gradient step moves each row off the unit sphere and
+# the renormalisation pulls it back. The part of the gradient *parallel* to the row only
+# changes its length, which the renormalisation undoes anyway, and with Adam it also distorts
+# the step sizes of the useful part. So before the step we remove it:
+# $g_i \leftarrow g_i - (g_i \cdot \hat w_i)\,\hat w_i$ with $\hat w_i = w_i / \lVert w_i \rVert$.
+#
+# **Exercise.** Do not assume the rows are already unit norm. Expect the result to be
+# orthogonal to every row.
+
+# %%
+def remove_parallel_grad(W_dec: Tensor, grad: Tensor) -> Tensor:
+    """grad [d_sae, d_in] minus, for each row i, its component along W_dec[i]."""
+    # Hint: normalise the rows of W_dec first; keepdim=True keeps the shapes broadcastable.
+    # EXERCISE remove_parallel_grad
+    unit = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    return grad - (grad * unit).sum(-1, keepdim=True) * unit
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_remove_parallel_grad(remove_parallel_grad)
+
+# %% [markdown]
+# ### Where does b_dec start? The geometric median
+#
+# **Why.** `b_dec` should start at the "centre" of the data. The mean is the obvious choice,
+# but Bricken et al. use the **geometric median**, the point minimising the *sum of distances*
+# (not squared distances) to the data, which outliers cannot drag around. It has no closed
+# form; Weiszfeld's algorithm finds it: start at the mean and repeat
+# $m \leftarrow \sum_j w_j x_j / \sum_j w_j$ with $w_j = 1 / \lVert x_j - m \rVert$.
+#
+# **Exercise.** Run exactly `n_iter` iterations. When `m` lands on a data point its distance
+# is 0: clamp distances at `1e-8` before dividing.
+
+# %%
+def geometric_median(points: Tensor, n_iter: int) -> Tensor:
+    """Weiszfeld's algorithm on points [n, d], starting from the mean: returns [d]."""
+    # Hint: (points - m).norm(dim=-1) gives the n distances.
+    # EXERCISE geometric_median
+    m = points.mean(0)
+    for _ in range(n_iter):
+        w = 1.0 / (points - m).norm(dim=-1).clamp_min(1e-8)
+        m = (w[:, None] * points).sum(0) / w.sum()
+    return m
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_geometric_median(geometric_median)
+
+# %% [markdown]
+# ### Training a ReLU SAE on the toy model
+#
+# **Why.** Now the reference SAE (`sae_course.sae.SAE`) and training loop
+# (`sae_course.training.train_sae`: Adam, learning-rate warmup/decay, L1 warmup, dead-latent
+# tracking, checkpoints) on the toy model's hidden activations. `b_dec` starts at the geometric
+# median of the first batch. We measure, for each true feature, the best cosine similarity with
+# any decoder row.
+#
+# We train a ReLU + L1 SAE and a TopK SAE (k = 4), both with 128 latents (twice the number of
+# features).
+#
+# **Expect:** TopK recovers (nearly) every represented feature (best cosine above 0.9, a
+# "recovered" feature). ReLU + L1 recovers clearly fewer at this budget: 64 features in only 20
+# dimensions interfere a lot, and the L1 penalty both shrinks the latents and lets several
+# latents share a feature. The TopK SAE also shows dead latents: with twice as many latents as
+# features, the surplus has nothing left to represent. Features the toy model did not represent
+# (if any) cannot be recovered by any SAE.
+
+# %%
+toy_steps = settings.scale(ci=600, laptop=3000, gpu=10000)
+relu_toy = SAE(SAEConfig(d_in=d_hidden, d_sae=128, architecture="relu",
+                         sparsity_coefficient=0.5, dead_after_tokens=20_000),
+               device=device, seed=settings.seed)
+fit(relu_toy, toy_batch, n_steps=toy_steps, lr=3e-3, sparsity_warmup_steps=50,
+    lr_decay_steps=toy_steps // 5)
+topk_toy = SAE(SAEConfig(d_in=d_hidden, d_sae=128, architecture="topk", k=4,
+                         dead_after_tokens=20_000), device=device, seed=settings.seed)
+fit(topk_toy, toy_batch, n_steps=toy_steps, lr=3e-3, lr_decay_steps=toy_steps // 5)
+
+fig, ax = plt.subplots(figsize=(9, 3))
+order = torch.argsort(toy_features.norm(dim=-1), descending=True)
+for name, sae_ in (("ReLU + L1", relu_toy), ("TopK", topk_toy)):
+    cos = ev.best_cosines(toy_features, sae_.W_dec.detach())[order].cpu()
+    ax.plot(cos, marker="o", ms=3, lw=1, label=name)
+    m = ev.evaluate_sae(sae_, h_eval, toy_features[represented])
+    print(f"{name:10s} recovered {m['recovered']}/{m['n_features']} represented features, "
+          f"MMCS {m['mmcs']:.3f}, L0 {m['l0']:.2f}, explained variance "
+          f"{m['explained_variance']:.3f}, dead {m['dead_fraction']:.1%}")
+ax.axvline(int(represented.sum()) - 0.5, color="grey", ls=":", label="not represented →")
+ax.axhline(0.9, color="k", lw=0.5)
+ax.set(xlabel="true feature (sorted by its norm in the toy model)", ylabel="best cosine",
+       title="Each toy-model feature's best match among the decoder rows")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## 3. TopK SAEs
+#
+# **Why.** The L1 penalty has two flaws: it shrinks every active latent toward zero
+# (*shrinkage*), and its coefficient controls sparsity only indirectly. Gao et al. (2024)
+# replace ReLU + L1 with **TopK**: keep the `k` largest pre-activations of each token, zero the
+# rest. Sparsity is now exactly `k` (at most), no penalty is needed, and the loss is just the
+# reconstruction error.
+#
+# **Exercise.** The TopK activation. Keep a ReLU on the kept values (a negative value among the
+# top k still becomes 0, as in the paper). Expect at most `k` non-zeros per token.
+
+# %%
+def topk_activation(pre: Tensor, k: int) -> Tensor:
+    """Latents [n, d_sae]: for each token the k largest pre-activations, ReLU'd; others 0."""
+    # Hint: pre.topk(k, dim=-1) gives values and indices; torch.zeros_like(pre).scatter(...)
+    # EXERCISE topk_activation
+    values, indices = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_topk_activation(topk_activation)
+
+# %% [markdown]
+# ### Dead latents and the AuxK loss
+#
+# **Why.** A latent that never makes the top k gets no gradient, so it never gets a chance to
+# improve: it is **dead**. The course's definition (COURSE.md): *no activation in the last N
+# tokens*, N a setting (`SAEConfig.dead_after_tokens`; Gao et al. use 10M tokens on language
+# models). Gao et al.'s fix is an auxiliary loss: the `k_aux` largest **dead** latents (256 by
+# default, capped at the number of dead ones) try to reconstruct the residual error
+# $e = x - \hat x$; the loss $\lVert e - \hat e \rVert^2$ is added with coefficient 1/32. Dead
+# latents then get gradient toward directions the live ones miss. The residual is a target, so
+# it is detached: AuxK must not change the main reconstruction.
+#
+# **Exercise.** Return 0 when nothing is dead. Expect a scalar.
+
+# %%
+def auxk_loss(residual: Tensor, pre: Tensor, W_dec: Tensor, dead_mask: Tensor,
+              k_aux: int) -> Tensor:
+    """||residual - aux_latents @ W_dec||^2 summed over d_in, averaged over tokens, where
+    aux_latents keeps the min(k_aux, n_dead) largest pre-activations among dead latents."""
+    # Hint: masked_fill the live latents with -inf, then reuse the TopK idea.
+    # EXERCISE auxk_loss
+    k = min(k_aux, int(dead_mask.sum()))
+    if k == 0:
+        return pre.new_zeros(())
+    masked = pre.masked_fill(~dead_mask, float("-inf"))
+    values, indices = masked.topk(k, dim=-1)
+    aux_latents = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+    e_hat = aux_latents @ W_dec
+    return (residual.detach() - e_hat).pow(2).sum(-1).mean()
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_auxk_loss(auxk_loss)
+
+# %% [markdown]
+# ## 4. BatchTopK
+#
+# **Why.** TopK gives every token exactly `k` latents, but some tokens are simple and some
+# complex. **BatchTopK** (Bussmann et al. 2024) keeps the `batch_size * k` largest
+# pre-activations over the *whole batch*: the average is still `k` per token, but a complex
+# token can take more. The catch: a token's code then depends on the rest of its batch. At
+# inference the SAE uses a fixed threshold instead, a running estimate of the smallest
+# activation that BatchTopK kept during training (so it becomes a JumpReLU with one shared
+# threshold; `sae.eval()` switches to it in the library).
+#
+# **Exercise.** Expect the number of non-zeros to vary by token but average at most `k`.
+
+# %%
+def batchtopk_activation(pre: Tensor, k: int) -> Tensor:
+    """Latents [n, d_sae]: the n * k largest pre-activations over the batch, ReLU'd."""
+    # Hint: flatten, topk, scatter, reshape back.
+    # EXERCISE batchtopk_activation
+    flat = pre.reshape(-1)
+    values, indices = flat.topk(k * pre.shape[0])
+    return torch.zeros_like(flat).scatter(0, indices, torch.relu(values)).reshape(pre.shape)
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_batchtopk_activation(batchtopk_activation)
+
+# %% [markdown]
+# The library's BatchTopK SAE learns its threshold while training; in `eval()` mode it uses it.
+# **Expect:** an L0 at inference close to `k`, different per token.
+
+# %%
+btk = SAE(SAEConfig(d_in=32, d_sae=128, architecture="batchtopk", k=4), device=device,
+          seed=settings.seed)
+fit(btk, synthetic_batch, n_steps=settings.scale(ci=300, laptop=2000, gpu=5000), lr=3e-3)
+with torch.no_grad():
+    lat = btk.encode(x_eval)  # eval mode after training: the threshold
+per_token = (lat != 0).sum(-1).float()
+print(f"learned threshold {float(btk.threshold):.3f}; L0 at inference {per_token.mean():.2f} "
+      f"(min {per_token.min():.0f}, max {per_token.max():.0f} per token)")
+
+# %% [markdown]
+# ## 5. JumpReLU and the straight-through estimator
+#
+# **Why.** JumpReLU (Rajamanoharan et al. 2024) zeroes a latent unless its pre-activation
+# clears a learned per-latent threshold $\theta$: $\mathrm{JumpReLU}(z) = z\,H(z - \theta)$ with
+# $H$ the Heaviside step. It penalises **L0** directly, $\lambda \sum_i H(z_i - \theta_i)$,
+# instead of L1, so there is no shrinkage. The problem: $H$ is flat almost everywhere, so
+# $\theta$ gets **no gradient** at all. Look:
+
+# %%
+z = torch.tensor([0.3, 0.9, 1.05, 2.0], requires_grad=True)
+theta = torch.tensor(1.0, requires_grad=True)
+out = z * (z > theta).float()  # JumpReLU written directly: the comparison has no gradient
+out.sum().backward()
+print("gradient reaching z:    ", z.grad.tolist())
+print("gradient reaching theta:", theta.grad)  # None: theta cannot learn
+
+# %% [markdown]
+# The paper's fix is a **straight-through estimator** (STE): keep the exact forward pass but,
+# in the backward pass, use a *pseudo-derivative* for $\theta$, obtained by smoothing $H$ with
+# a rectangle kernel $K(u) = 1$ for $|u| < 1/2$ of width $\varepsilon$ (the `bandwidth`):
+#
+# $$\frac{\partial}{\partial\theta}\,\mathrm{JumpReLU}(z) := -\frac{\theta}{\varepsilon}\,K\!\left(\frac{z - \theta}{\varepsilon}\right),
+# \qquad \frac{\partial}{\partial\theta}\,H(z - \theta) := -\frac{1}{\varepsilon}\,K\!\left(\frac{z - \theta}{\varepsilon}\right).$$
+#
+# Only tokens whose pre-activation lies within $\varepsilon/2$ of the threshold tell $\theta$
+# which way to move. The gradient to $z$ is the ordinary one, $H(z - \theta)$.
+#
+# **Exercise.** Write JumpReLU as a `torch.autograd.Function`. The threshold has shape
+# `[d_sae]` and the input `[n, d_sae]`, so sum the threshold's gradient over tokens.
+# (The library's `sae_course.sae.StepFunction` is the same idea for the L0 term.)
+
+# %%
+class JumpReLUFunction(torch.autograd.Function):
+    """Forward z * H(z - threshold); backward with the rectangle-kernel STE for threshold.
+
+    Write two static methods:
+      forward(ctx, z [n, d_sae], threshold [d_sae], bandwidth: float) -> [n, d_sae]
+      backward(ctx, grad_out [n, d_sae]) -> (grad_z, grad_threshold [d_sae], None)
+    """
+
+    # Hint: in forward, ctx.save_for_backward(z, threshold) and keep bandwidth on ctx; in
+    # backward, the window is |z - threshold| < bandwidth / 2.
+    # EXERCISE JumpReLUFunction
+    @staticmethod
+    def forward(ctx, z: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(z, threshold)
+        ctx.bandwidth = bandwidth
+        return z * (z > threshold).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        z, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        in_window = ((z - threshold).abs() < bw / 2).to(z.dtype)
+        grad_z = grad_out * (z > threshold).to(z.dtype)
+        grad_threshold = (-(threshold / bw) * in_window * grad_out).sum(0)
+        return grad_z, grad_threshold, None
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_jumprelu_function(JumpReLUFunction)
+
+# %% [markdown]
+# With the STE the same example gives the threshold a gradient (library version):
+
+# %%
+theta = torch.tensor([1.0], requires_grad=True)
+bandwidth = 0.2
+z = torch.tensor([[0.3, 0.9, 1.05, 2.0]])
+out = saelib.JumpReLUFunction.apply(z, theta, bandwidth)
+l0 = saelib.StepFunction.apply(z, theta, bandwidth)
+(out.sum() + l0.sum()).backward()
+print("gradient reaching theta with the STE:", theta.grad.tolist(),
+      "(only z = 1.05 lies in the window)")
+
+# %% [markdown]
+# ## 6. Measuring recovery: mean max cosine similarity
+#
+# **Why.** With ground truth, the natural score is the **mean max cosine similarity** (MMCS):
+# for each *true feature*, the best cosine with any decoder row, averaged over features
+# (COURSE.md's definition). It asks "is every feature somewhere in the dictionary?"; extra
+# latents are not penalised (dead and duplicate latents show up in other metrics).
+# A feature counts as **recovered** when its best cosine exceeds 0.9.
+#
+# **Exercise.** Expect 1 for a dictionary that contains every feature (at any scale).
+
+# %%
+def mean_max_cosine_similarity(true_features: Tensor, W_dec: Tensor) -> Tensor:
+    """true_features [n_features, d], W_dec [d_sae, d] -> the mean over features of the
+    largest cosine similarity with any decoder row (a scalar)."""
+    # Hint: normalise both sets of rows; one matmul gives every cosine.
+    # EXERCISE mean_max_cosine_similarity
+    t = true_features / true_features.norm(dim=-1, keepdim=True)
+    w = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    return (t @ w.t()).max(dim=-1).values.mean()
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_mean_max_cosine_similarity(mean_max_cosine_similarity)
+
+# %% [markdown]
+# ## 7. The L0-vs-reconstruction frontier
+#
+# **Why.** Every SAE trades sparsity (L0, the mean number of active latents per token) for
+# reconstruction (explained variance, $1 - E\lVert x - \hat x\rVert^2 / E\lVert x - E[x]\rVert^2$).
+# An architecture is better when its curve lies further up and left: more variance explained at
+# the same L0. We train each architecture at a few sparsity settings on the synthetic set
+# (library implementations) and plot them side by side.
+#
+# **Expect:** TopK, BatchTopK and JumpReLU above ReLU + L1 at low L0 (L1 shrinkage costs
+# reconstruction); all of them recover (nearly) every feature at a moderate L0. On the `ci`
+# budget the runs are short, so the curves are rough.
+
+# %%
+frontier_steps = settings.scale(ci=250, laptop=2000, gpu=5000)
+sweeps = {
+    "ReLU + L1": ("relu", "sparsity_coefficient", settings.scale(
+        ci=[0.1, 0.4, 1.5], laptop=[0.05, 0.1, 0.2, 0.4, 0.8, 1.5], gpu=[0.05, 0.1, 0.2, 0.4, 0.8, 1.5])),
+    "TopK": ("topk", "k", settings.scale(ci=[2, 4, 8], laptop=[1, 2, 3, 4, 6, 8],
+                                         gpu=[1, 2, 3, 4, 6, 8])),
+    "BatchTopK": ("batchtopk", "k", settings.scale(ci=[2, 4, 8], laptop=[1, 2, 3, 4, 6, 8],
+                                                   gpu=[1, 2, 3, 4, 6, 8])),
+    "JumpReLU": ("jumprelu", "sparsity_coefficient", settings.scale(
+        ci=[0.003, 0.01, 0.05], laptop=[0.001, 0.003, 0.01, 0.03, 0.1],
+        gpu=[0.001, 0.003, 0.01, 0.03, 0.1])),
+}
+frontier = {}
+for label, (arch, knob, values) in sweeps.items():
+    points = []
+    for value in values:
+        cfg = SAEConfig(d_in=32, d_sae=128, architecture=arch, **{knob: value},
+                        jumprelu_init_threshold=0.05, jumprelu_bandwidth=0.05,
+                        dead_after_tokens=10_000)
+        sae_ = SAE(cfg, device=device, seed=settings.seed)
+        fit(sae_, synthetic_batch, n_steps=frontier_steps, lr=3e-3,
+            sparsity_warmup_steps=frontier_steps // 10, lr_decay_steps=frontier_steps // 5)
+        points.append(ev.evaluate_sae(sae_, x_eval, synthetic.features))
+    frontier[label] = points
+    print(label, [(round(p["l0"], 2), round(p["explained_variance"], 3), p["recovered"])
+                  for p in points], "(L0, explained variance, recovered)")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+for label, points in frontier.items():
+    axes[0].plot([p["l0"] for p in points], [p["explained_variance"] for p in points],
+                 marker="o", label=label)
+    axes[1].plot([p["l0"] for p in points], [p["mmcs"] for p in points], marker="o", label=label)
+axes[0].set(xlabel="L0 (active latents per token)", ylabel="explained variance",
+            title="Sparsity vs reconstruction")
+axes[1].set(xlabel="L0 (active latents per token)", ylabel="MMCS",
+            title="Sparsity vs feature recovery")
+true_l0 = float((synthetic.sample(8192, torch.Generator(device=device).manual_seed(1))[1] > 0)
+                .sum(-1).float().mean())
+for ax in axes:
+    ax.axvline(true_l0, color="grey", ls=":", lw=1)
+    ax.legend()
+fig.suptitle(f"All architectures on 64 known features (dotted: the data's true L0 ≈ {true_l0:.1f})")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 8. Resampling dead latents
+#
+# **Why.** ReLU SAEs lose latents too: if a latent's pre-activation becomes negative on every
+# input, it never gets gradient again. Bricken et al. periodically **resample** dead latents:
+# pick inputs with probability proportional to their squared reconstruction loss (inputs the
+# SAE handles badly), point each dead latent's decoder row at one of them (minus `b_dec`,
+# normalised), give it a small encoder vector in the same direction (0.2 × the live latents'
+# average encoder norm), a zero bias, and reset its Adam state
+# (`sae_course.sae.resample_dead_latents`; `TrainConfig(resample_every=...)`).
+#
+# To see the effect we need dead latents: here an SAE with exactly as many latents as
+# features (64) and Bricken's original, independent encoder initialisation (the library's
+# default starts `W_enc` as `W_dec` transposed, Gao et al.'s trick that by itself prevents many
+# dead latents), on sparser data (p = 0.01).
+#
+# **Expect:** without resampling a few latents die and their features are never found; with
+# resampling fewer latents are dead at the end and more features are recovered.
+
+# %%
+sparse_data = SyntheticFeatures(64, 32, feature_probability=0.01, seed=settings.seed,
+                                device=device)
+
+
+def sparse_batch(step: int) -> Tensor:
+    g = torch.Generator(device=device).manual_seed(30_000 + step)
+    return sparse_data.sample(512, g)[0]
+
+
+x_sparse = sparse_data.sample(8192, torch.Generator(device=device).manual_seed(7))[0]
+runs = {}
+for label, every in (("no resampling", 0), ("resample every 100 steps", 100)):
+    cfg = SAEConfig(d_in=32, d_sae=64, architecture="relu", sparsity_coefficient=0.3,
+                    dead_after_tokens=4096, tied_init=False)
+    sae_ = SAE(cfg, device=device, seed=settings.seed)
+    result = fit(sae_, sparse_batch, n_steps=600, lr=1e-2, lr_decay_steps=150,
+                 resample_every=every, resample_until=0.7)
+    m = ev.evaluate_sae(sae_, x_sparse, sparse_data.features)
+    runs[label] = (result, m)
+    print(f"{label:25s} recovered {m['recovered']}/64, MMCS {m['mmcs']:.3f}, dead "
+          f"{m['dead_fraction']:.1%} (N = {m['dead_window_tokens']} tokens), resampled "
+          f"{sum(n for _, n in result.resampled)} latents in total")
+
+fig, ax = plt.subplots(figsize=(7, 3))
+for label, (result, _) in runs.items():
+    ax.plot(result.series("step"), result.series("dead_fraction"), label=label)
+ax.set(xlabel="step", ylabel="dead fraction (tracker)", title="Dead latents during training")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## 9. Watching the dictionary learn
+#
+# **Why.** The training loop can keep snapshots of the (normalised) decoder. Scrub through them
+# with the slider: on the left, every true feature's cosine with every decoder row (rows
+# ordered by the feature they end up matching); on the right, each feature's best cosine. At
+# step 0 the rows are random; they turn toward the features one by one.
+#
+# **Expect:** a diagonal emerging on the left and the bars rising toward 1 on the right.
+
+# %%
+scrub_steps = settings.scale(ci=300, laptop=1500, gpu=3000)
+scrub_sae = SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, dead_after_tokens=4096),
+                device=device, seed=settings.seed)
+scrub = fit(scrub_sae, synthetic_batch, n_steps=scrub_steps, lr=3e-3,
+            snapshot_every=max(scrub_steps // 30, 1))
+final_cos = ev.cosine_matrix(synthetic.features.cpu(), scrub.snapshots[-1])
+row_order = final_cos.argmax(0).argsort()  # decoder rows grouped by their best feature
+
+
+def show_snapshot(index: int) -> None:
+    W = scrub.snapshots[index]
+    cos = ev.cosine_matrix(synthetic.features.cpu(), W)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    axes[0].imshow(cos[:, row_order], cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    axes[0].set(xlabel="decoder row", ylabel="true feature", title="cosine similarity")
+    best = cos.max(-1).values
+    axes[1].bar(range(len(best)), best)
+    axes[1].axhline(0.9, color="k", lw=0.5)
+    axes[1].set(ylim=(0, 1.02), xlabel="true feature", ylabel="best cosine",
+                title=f"step {scrub.snapshot_steps[index]}: MMCS {best.mean():.3f}, "
+                      f"recovered {(best > 0.9).sum()}/64")
+    plt.tight_layout()
+    plt.show()
+
+
+slider = ipywidgets.IntSlider(value=len(scrub.snapshots) - 1, min=0,
+                              max=len(scrub.snapshots) - 1, description="snapshot")
+display(ipywidgets.interactive(show_snapshot, index=slider))
+
+# %% [markdown]
+# ## Summary
+#
+# - An SAE is a one-layer overcomplete autoencoder with a sparsity constraint; on data with
+#   known features it recovers them (MMCS close to 1).
+# - ReLU + L1 needs a guard against shrinking latents behind growing decoder rows (unit-norm
+#   rows or the weighted L1) and suffers from shrinkage; TopK fixes the sparsity directly,
+#   BatchTopK lets it vary across tokens, JumpReLU learns per-latent thresholds through a
+#   straight-through estimator.
+# - Dead latents waste capacity: AuxK (TopK) and resampling (ReLU) bring them back; initialising
+#   `W_enc` from `W_dec` transposed and `b_dec` at the geometric median helps from the start.
+#
+# Notebook 04 trains exactly this `SAE` class on GPT-2 activations, where the TopK step uses a
+# sparse decoder and sparse gradients (`benchmarks/sae_step.py` measures it).
