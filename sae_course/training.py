@@ -60,6 +60,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # with a checkpoint_dir; 0: only at the end
     seed: int = 0
     progress: bool = True
+    threads: int | None = None  # CPU threads during training (None: torch's setting); toy-sized
+    # SAEs run fastest on 1 thread, especially on a shared machine. Restored afterwards.
 
     def __post_init__(self) -> None:
         if self.n_steps <= 0:
@@ -147,6 +149,17 @@ def train_sae(
     resume: bool = True,
 ) -> TrainResult:
     """Train `sae` in place; see the module docstring. Returns a TrainResult."""
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(sae, data, cfg, checkpoint_dir, resume)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: TrainConfig,
+           checkpoint_dir: str | Path | None, resume: bool) -> TrainResult:
     optimizer = make_optimizer(sae, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     result = TrainResult()
@@ -257,7 +270,8 @@ def load_checkpoint(folder: Path, sae: SAE, optimizer: torch.optim.Optimizer,
     if cfg is not None:
         saved = state["train_config"]
         now = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        different = sorted(k for k in now if k != "progress" and saved.get(k) != now[k])
+        different = sorted(k for k in now
+                           if k not in ("progress", "threads") and saved.get(k) != now[k])
         if different:
             raise ValueError(
                 f"The checkpoint in {folder} was made with different training settings "

@@ -25,7 +25,14 @@ from sae_course.sae import (
 from sae_course.synthetic import SyntheticFeatures, toy_model_activations, toy_model_features
 from sae_course.training import TrainConfig, train_sae
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Toy-sized tensors: one thread is fastest on a shared machine (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 CONFIGS = {
     "relu": dict(architecture="relu", sparsity_coefficient=0.1),
