@@ -189,6 +189,12 @@ def contexts_for_model(
     """
     from sae_course.models import model_name_of
 
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None and context_len > n_ctx:
+        raise ValueError(
+            f"context_len={context_len} is longer than the model's context ({n_ctx} tokens). "
+            f"Fix: use context_len <= {n_ctx}."
+        )
     source = source or auto_source(model_name_of(model), dataset)
     tokenizer = model.tokenizer
     bos = bos_id_of(tokenizer)

@@ -86,3 +86,8 @@ def test_auto_source_falls_back_to_storyworld_offline(monkeypatch, capsys):
     assert text.auto_source("gpt2") == "storyworld"
     assert "using StoryWorld text instead" in capsys.readouterr().out
     assert text.auto_source("offline") == "storyworld"
+
+
+def test_context_longer_than_the_model_is_refused(model):
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        text.contexts_for_model(model, 2, context_len=model.cfg.n_ctx + 1)
