@@ -181,9 +181,11 @@ def plot_sparsity_sweep(
     if importance is not None:
         colors = np.broadcast_to(_np(importance), (n_inst, n_features))
     xs = np.repeat(x[:, None], n_features, axis=1)
-    sc = ax1.scatter(xs.ravel(), norms.ravel(), s=10, alpha=0.7,
-                     c=None if colors is None else colors.ravel(), cmap="viridis")
-    if colors is not None:
+    if colors is None:
+        ax1.scatter(xs.ravel(), norms.ravel(), s=10, alpha=0.7)
+    else:
+        sc = ax1.scatter(xs.ravel(), norms.ravel(), s=10, alpha=0.7, c=colors.ravel(),
+                         cmap="viridis")
         fig.colorbar(sc, ax=ax1, label="importance")
     ax1.axhline(threshold, color="k", ls="--", lw=0.8)
     ax1.set_xscale("log")
@@ -246,16 +248,18 @@ def plot_neuron_weights(
     max_cols: int = 4,
 ) -> Figure:
     """Neuron model weights, one panel per instance: rows are neurons, columns features
-    (red positive, blue negative, scaled per panel since sparse models grow larger weights).
+    (red positive, blue negative, scaled per panel to its largest positive weight).
     A neuron with one strong red cell is monosemantic; several red cells, polysemantic."""
     W = tm._weights(W)
     n_inst, d_hidden, n_features = W.shape
     Wn = _np(W)
     fig, axes = _grid(n_inst, max_cols, 0.35 * n_features + 0.8, 0.35 * d_hidden + 1.1)
     for k, (ax, title) in enumerate(zip(axes, _titles(titles, n_inst), strict=True)):
-        vmax = float(np.abs(Wn[k]).max()) or 1.0
+        # scale by the largest positive weight: what drives a neuron is what matters here;
+        # large negative weights (which keep a neuron off) saturate in blue
+        vmax = float(Wn[k].max()) if Wn[k].max() > 0 else float(np.abs(Wn[k]).max()) or 1.0
         ax.imshow(Wn[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-        ax.set_title(f"{title}\n(max |w| = {vmax:.2g})", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("feature", fontsize=8)
         ax.set_ylabel("neuron", fontsize=8)
         ax.set_xticks(range(n_features))

@@ -287,9 +287,10 @@ checks.toy.test_norms_and_interference(norms_and_interference)
 #   until every feature is in.
 
 # %%
-n_features_sw = settings.scale(ci=40, laptop=80, gpu=200)
-d_hidden_sw = settings.scale(ci=8, laptop=12, gpu=20)
-n_inst_sw = settings.scale(ci=12, laptop=20, gpu=40)
+n_features_sw = settings.scale(ci=24, laptop=80, gpu=200)
+d_hidden_sw = settings.scale(ci=6, laptop=12, gpu=20)
+n_inst_sw = settings.scale(ci=10, laptop=20, gpu=40)
+batch_sw = settings.scale(ci=512, laptop=1024, gpu=2048)
 n_steps_sw = settings.scale(ci=1500, laptop=5000, gpu=10000)
 probs_sw = tm.feature_probabilities_log(n_inst_sw, low=settings.scale(ci=0.05, laptop=0.02, gpu=0.01))
 model_sw = tm.ToyModel(
@@ -297,7 +298,7 @@ model_sw = tm.ToyModel(
     feature_probability=probs_sw.unsqueeze(1), importance=1.0,
     seed=settings.seed, device=device,
 )
-tm.train_toy_model(model_sw, n_steps_sw, batch_size=1024, lr=1e-2, seed=settings.seed)
+tm.train_toy_model(model_sw, n_steps_sw, batch_size=batch_sw, lr=1e-2, seed=settings.seed)
 norms_sw, interference_sw = tm.norms_and_interference(model_sw.W.detach())
 for p, n, i in zip(probs_sw.tolist(), norms_sw, interference_sw, strict=True):
     represented = n > 0.5
@@ -345,10 +346,10 @@ checks.toy.test_feature_dimensionality(feature_dimensionality)
 # geometric arrangement (the horizontal lines). The black line is the average number of
 # dimensions per represented feature, $d_{hidden} / \lVert W \rVert_F^2$: it steps down
 # with plateaus, for instance at 1/2 where features pair up antipodally.
-# **Expect** (at the small `ci` size the picture is noisier than the paper's): points at 1
-# or below for dense features (the spread-out norms from before), then tight clusters, e.g.
-# at 1/2 (antipodal pairs), with few points in between; the sparsest models crowd all
-# features in at about `d_hidden / n_features` each.
+# **Expect** (at the small `ci` size the picture is noisier than the paper's): scattered
+# values for dense features (the spread-out norms from before), then tight clusters, e.g.
+# at 1/2 (antipodal pairs) and 2/5, with few points in between; the sparsest models crowd
+# all features in at about `d_hidden / n_features` each.
 
 # %%
 plotting.plot_feature_dimensionality(model_sw.W, probs_sw)

@@ -157,7 +157,7 @@ def test_generate_batch(generate_batch: Callable) -> None:
     ex = "generate_batch"
     p = torch.tensor([[0.05, 0.2, 0.5, 1.0], [0.0, 0.3, 0.7, 0.9], [0.5, 0.5, 0.5, 0.5]])
     n = 20000
-    batch = _as_tensor(ex, call(ex, generate_batch, n, p, _gen(0)), "the batch")
+    batch = _as_tensor(ex, call(ex, generate_batch, n, p, _gen(2024)), "the batch")
     require(tuple(batch.shape) == (n, 3, 4), ex,
             f"the batch should have shape (n_batch, n_inst, n_features) = {(n, 3, 4)}, got "
             f"{tuple(batch.shape)}.")
@@ -183,7 +183,7 @@ def test_generate_batch(generate_batch: Callable) -> None:
             mine, tm.generate_batch(n_batch, q, _gen(seed)), exercise=ex,
             what=f"the batch for seed {seed} (your statistics are right, so this is about the "
                  "order of random draws: values first, then the mask, each one torch.rand call "
-                 "of shape (n_batch, n_inst, n_features) with the generator)",
+                 "of shape (n_batch, n_inst, n_features) with generator=generator)",
             atol=0, rtol=0,
             mistakes={"the mask is drawn before the values": values_second * mask_first},
         )
@@ -196,7 +196,8 @@ def test_generate_anticorrelated_batch(generate_anticorrelated_batch: Callable) 
     ex = "generate_anticorrelated_batch"
     p = torch.tensor([[0.05, 0.2, 0.5], [0.1, 0.3, 0.0]])
     n = 20000
-    batch = _as_tensor(ex, call(ex, generate_anticorrelated_batch, n, p, _gen(0)), "the batch")
+    batch = _as_tensor(ex, call(ex, generate_anticorrelated_batch, n, p, _gen(2024)),
+                       "the batch")
     require(tuple(batch.shape) == (n, 2, 6), ex,
             f"the batch should have shape (n_batch, n_inst, 2 * n_pairs) = {(n, 2, 6)}, got "
             f"{tuple(batch.shape)}.")
@@ -216,8 +217,8 @@ def test_generate_anticorrelated_batch(generate_anticorrelated_batch: Callable) 
             mine, tm.generate_anticorrelated_batch(n_batch, q, _gen(seed)), exercise=ex,
             what=f"the batch for seed {seed} (your statistics are right, so check the order of "
                  "random draws: values (n_batch, n_inst, 2*n_pairs), then pair activity, then "
-                 "the coin (each (n_batch, n_inst, n_pairs)); the first of a pair is present "
-                 "when the coin is < 0.5)",
+                 "the coin (each (n_batch, n_inst, n_pairs)), all with generator=generator; the "
+                 "first of a pair is present when the coin is < 0.5)",
             atol=0, rtol=0,
         )
     passed(ex, "at most one feature of each pair, marginal probability p, uniform values, and "
@@ -249,6 +250,7 @@ def test_importance_weighted_loss(loss_fn: Callable) -> None:
             "the batch is summed instead of averaged": (imp * err).sum(0).sum(),
             "the error is not squared": (imp * (x - out).abs()).mean(0).sum(),
             "the importance is squared": (imp**2 * err).mean(0).sum(),
+            "everything is averaged (features and instances too)": (imp * err).mean(),
         }
         if n_inst == 1:
             mistakes.pop("the instances are averaged instead of summed")
@@ -376,16 +378,17 @@ def test_feature_dimensionality(feature_dimensionality: Callable) -> None:
         normed = torch.einsum("ihf,ihg->ifg", W_hat, W)
         mistakes = {
             "W is used instead of the normalised W_hat in the denominator":
-                norms**2 / (raw**2).sum(-1),
-            "the dot products are not squared": norms**2 / normed.sum(-1),
+                norms**2 / (raw**2).sum(-1).clamp_min(1e-8),
+            "the dot products are not squared": norms**2 / normed.sum(-1).clamp_min(1e-8),
             "the dot products are not squared (absolute values summed)":
-                norms**2 / normed.abs().sum(-1),
-            "the numerator is ||W_i|| instead of ||W_i||^2": norms / (normed**2).sum(-1),
+                norms**2 / normed.abs().sum(-1).clamp_min(1e-8),
+            "the numerator is ||W_i|| instead of ||W_i||^2":
+                norms / (normed**2).sum(-1).clamp_min(1e-8),
             "the sum runs over the wrong index (over i instead of j)":
-                norms**2 / (normed**2).sum(-2),
+                norms**2 / (normed**2).sum(-2).clamp_min(1e-8),
         }
         compare(call(ex, feature_dimensionality, W), tm.feature_dimensionality(W), exercise=ex,
-                what=f"the dimensionalities for random W of shape {shape}", mistakes=mistakes)
+                what=f"the result for random W of shape {shape}", mistakes=mistakes)
     for name, W in _geometries():
         mine = call(ex, feature_dimensionality, W)
         if torch.is_tensor(mine) and torch.isnan(mine).any():
@@ -409,7 +412,7 @@ def test_norms_and_interference(norms_and_interference: Callable) -> None:
                 f"return a pair (norms, interference), got {type(result).__name__}.")
         norms, interference = result
         ref_norms, ref_int = tm.norms_and_interference(W)
-        compare(norms, ref_norms, exercise=ex, what=f"the norms for {what}",
+        compare(norms, ref_norms, exercise=ex, what=f"the first result (norms) for {what}",
                 mistakes={"the squared norms are returned": ref_norms**2,
                           "the norms are taken over the feature axis":
                               W.norm(dim=-1)})
@@ -420,7 +423,8 @@ def test_norms_and_interference(norms_and_interference: Callable) -> None:
         W_hat = W / W.norm(dim=1, keepdim=True).clamp_min(1e-8)
         overlaps = torch.einsum("ihf,ihg->ifg", W_hat, W)
         eye = torch.eye(W.shape[-1])
-        compare(interference, ref_int, exercise=ex, what=f"the interference for {what}",
+        compare(interference, ref_int, exercise=ex,
+                what=f"the second result (interference) for {what}",
                 mistakes={
                     "the feature's own term j = i is included": (overlaps**2).sum(-1),
                     "W is used instead of the normalised W_hat":
