@@ -728,20 +728,29 @@ def config_from_saelens(raw: dict[str, Any]) -> SAEConfig:
     """An SAEConfig from a cfg.json written by this course or by SAELens."""
     if "sae_course" in raw:
         return SAEConfig.from_dict(raw["sae_course"])
+    raw = dict(raw)
+    if raw.get("d_sae") is None and raw.get("expansion_factor") and raw.get("d_in"):
+        raw["d_sae"] = int(raw["d_in"] * raw["expansion_factor"])
+    for key in ("d_in", "d_sae"):
+        if not isinstance(raw.get(key), int):
+            raise ValueError(f"cfg.json has no integer {key!r}: is this an SAE folder?")
+    extra = {k: raw[k] for k in ("model_name", "hook_name", "hook_point", "hook_layer",
+                                 "context_size", "dataset_path") if k in raw}
     arch = raw.get("architecture", "standard")
     act = raw.get("activation_fn_str", "relu")
     kwargs = raw.get("activation_fn_kwargs") or {}
     if arch in ("topk",) or act == "topk":
         return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="topk",
                          k=int(kwargs.get("k", raw.get("k", 32))),
-                         apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True))
+                         apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True), extra=extra)
     if arch == "jumprelu":
         return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="jumprelu",
-                         apply_b_dec_to_input=raw.get("apply_b_dec_to_input", False))
+                         apply_b_dec_to_input=raw.get("apply_b_dec_to_input", False),
+                         extra=extra)
     if arch not in ("standard", "relu"):
         raise ValueError(f"cfg.json has architecture {arch!r}, which this course cannot load.")
     return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="relu",
-                     apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True))
+                     apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True), extra=extra)
 
 
 # --------------------------------------------------------------------------------------------

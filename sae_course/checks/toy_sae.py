@@ -56,7 +56,7 @@ def test_relu_encode(relu_encode: Callable) -> None:
 
 def test_l1_loss(l1_loss: Callable) -> None:
     ex = "l1_loss"
-    for seed, (n, d_sae, d_in) in enumerate([(6, 10, 4), (1, 5, 3), (9, 7, 7)]):
+    for seed, (n, d_sae, d_in) in enumerate([(9, 7, 7), (6, 10, 4), (1, 5, 3)]):
         g = _gen(seed)
         latents = torch.relu(torch.randn(n, d_sae, generator=g))
         W_dec = torch.randn(d_sae, d_in, generator=g) * 2
@@ -130,6 +130,9 @@ def test_remove_parallel_grad(remove_parallel_grad: Callable) -> None:
                     "you normalised over the wrong dimension (columns)": grad - (
                         grad * u0).sum(-1, keepdim=True) * u0,
                     "you returned the gradient unchanged": grad,
+                    "you normalised W_dec only once (use the unit rows on both sides)": grad - (
+                        grad * W_dec).sum(-1, keepdim=True) * W_dec / W_dec.norm(
+                        dim=-1, keepdim=True),
                 })
         dots = (got * W_dec).sum(-1).abs().max()
         require(float(dots) < 1e-4, ex, "the result still has a component along W_dec's rows.")
@@ -162,9 +165,8 @@ def test_topk_activation(topk_activation: Callable) -> None:
     pre = -torch.rand(3, 5, generator=_gen(5)) - 0.1
     compare(call(ex, topk_activation, pre.clone(), 2), torch.zeros(3, 5), exercise=ex,
             what="the latents of all-negative pre-activations (should all be 0)",
-            mistakes={"the ReLU is missing": ref.topk_activation(pre, 2) * 0
-                      + torch.zeros_like(pre).scatter(-1, pre.topk(2, -1).indices,
-                                                     pre.topk(2, -1).values)})
+            mistakes={"the ReLU is missing": torch.zeros_like(pre).scatter(
+                -1, pre.topk(2, -1).indices, pre.topk(2, -1).values)})
     passed(ex, "keeps the k largest per token (ReLU'd) on 3 random cases and negatives")
 
 
@@ -189,8 +191,14 @@ def test_auxk_loss(auxk_loss: Callable) -> None:
         dead = torch.zeros(d_sae, dtype=torch.bool)
         dead[torch.randperm(d_sae, generator=g)[:n_dead]] = True
         expected = ref.auxk_loss(residual, pre, W_dec, dead, k_aux)
-        got = call(ex, auxk_loss, residual.clone(), pre.clone(), W_dec.clone(), dead.clone(),
-                   k_aux)
+        try:
+            got = call(ex, auxk_loss, residual.clone(), pre.clone(), W_dec.clone(),
+                       dead.clone(), k_aux)
+        except CheckFailed as err:
+            if k_aux > n_dead:
+                raise CheckFailed(f"{err} Here k_aux={k_aux} but only {n_dead} latents are "
+                                  "dead: cap k_aux at the number of dead latents.") from err
+            raise
         k_eff = min(k_aux, n_dead, d_sae)
         all_lat = ref.topk_activation(pre, k_eff)
         masked = pre.masked_fill(~dead, float("-inf"))
@@ -327,6 +335,9 @@ def test_mean_max_cosine_similarity(mean_max_cosine_similarity: Callable) -> Non
                         cos.abs().max(-1).values.mean(),
                     "you average all cosines instead of taking each feature's best":
                         cos.mean(),
+                    "you normalised W_dec over the wrong dimension (columns)":
+                        ((true / true.norm(dim=-1, keepdim=True))
+                         @ (W_dec / W_dec.norm(dim=0, keepdim=True)).t()).max(-1).values.mean(),
                 })
         require(got.dim() == 0, ex, "MMCS should be a scalar.")
     # a decoder holding every feature (rescaled, plus extra rows) scores 1
@@ -362,8 +373,21 @@ def test_geometric_median(geometric_median: Callable) -> None:
         for _ in range(n_iter):
             w = 1 / (pts - wrong_sq).norm(dim=-1).clamp_min(1e-8) ** 2
             wrong_sq = (w[:, None] * pts).sum(0) / w.sum()
+        require(not torch.isnan(got).any(), ex,
+                f"the median of {len(pts)} points contains NaN: when the estimate lands exactly "
+                "on a data point its distance is 0 and 1/0 breaks the weights; clamp the "
+                "distances at 1e-8 before dividing.")
+        wrong_d = mean.clone()
+        wrong_mean = mean.clone()
+        for _ in range(n_iter):
+            w = (pts - wrong_d).norm(dim=-1).clamp_min(1e-8)
+            wrong_d = (w[:, None] * pts).sum(0) / w.sum()
+            w = 1 / (pts - wrong_mean).norm(dim=-1).clamp_min(1e-8)
+            wrong_mean = (w[:, None] * pts).mean(0)
         compare(got, expected, exercise=ex, what=f"the median of {len(pts)} points",
                 atol=1e-4, rtol=1e-3, mistakes={
+                    "you weighted by the distance instead of 1 / distance": wrong_d,
+                    "you did not divide by the sum of the weights": wrong_mean,
                     "you returned the mean": mean,
                     "you weighted by 1 / distance^2 instead of 1 / distance": wrong_sq,
                     "you returned the coordinate-wise median": pts.median(0).values,

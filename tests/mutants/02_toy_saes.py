@@ -82,7 +82,7 @@ MUTANTS = [
     Mutant("auxk_loss", "sign_flipped",
            old="(residual.detach() - e_hat)", new="(residual.detach() + e_hat)"),
     # --- batchtopk_activation
-    Mutant("batchtopk_activation", "per_token_topk",
+    Mutant("batchtopk_activation", "only_k_over_batch",
            old="flat.topk(k * pre.shape[0])", new="flat.topk(k)"),
     Mutant("batchtopk_activation", "missing_relu",
            old="scatter(0, indices, torch.relu(values))", new="scatter(0, indices, values)"),
