@@ -155,6 +155,7 @@ class ToyModel(nn.Module):
         _positive_int(n_inst, "n_inst")
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point dtype, got {dtype}.")
+        device = torch.device(device) if device is not None else torch.device("cpu")
         prob = as_table(feature_probability, n_inst, n_features, "feature_probability",
                         device=device, dtype=dtype)
         check_probability(prob)

@@ -196,7 +196,7 @@ checks.toy.test_train(train)
 # %% [markdown]
 # ## 5. Five features in two dimensions
 #
-# Now the first experiment of the paper (its Figure 3): 5 features, 2 hidden dimensions,
+# Now the paper's first experiment with a nonlinearity: 5 features, 2 hidden dimensions,
 # importance $0.9^i$ (feature 0 matters most), and one instance per sparsity level.
 # From here on we use the library's reference implementation (`tm.ToyModel`,
 # `tm.train_toy_model`: the same pieces you wrote, plus a cosine learning-rate decay and a
@@ -206,8 +206,9 @@ checks.toy.test_train(train)
 # yellow = most important):
 # - dense features ($1-S = 1$): only the 2 most important features, orthogonal; the others
 #   get no direction at all (like PCA);
-# - sparser: more features squeeze in, first as **antipodal pairs** ($W_j \approx -W_i$,
-#   never both on, so the ReLU removes the interference);
+# - sparser: more features squeeze in, first as **antipodal pairs** ($W_j \approx -W_i$:
+#   the two are rarely on together, and when one is on the other reads a negative value,
+#   which the ReLU removes);
 # - very sparse: all 5 features in a **pentagon**.
 
 # %%
@@ -248,8 +249,8 @@ plt.show()
 #
 # **Why.** How much a model superposes depends on sparsity, and the change is abrupt: a
 # feature goes from not represented to fully represented over a narrow range of sparsity
-# (the paper's phase diagrams). We measure two things per feature, as in the paper's
-# Figure 2: its norm $\lVert W_i \rVert$ (is it represented at all?) and how much other
+# (the paper's phase diagrams). We measure two things per feature, as the paper's plots
+# of $\lVert W_i \rVert$ do: its norm (is it represented at all?) and how much other
 # features share its direction, $\sum_{j \ne i} (\hat W_i \cdot W_j)^2$ with
 # $\hat W_i = W_i / \lVert W_i \rVert$ (0 means the feature has a direction of its own).
 #
@@ -281,7 +282,8 @@ checks.toy.test_norms_and_interference(norms_and_interference)
 # **Expect:**
 # - dense ($1/(1-S) = 1$): no superposition; since all features are equally important,
 #   any `d_hidden`-dimensional subspace is as good as another, so the norms spread out
-#   between 0 and 1 (their squares add up to about `d_hidden`) instead of picking whole features;
+#   between 0 and 1 (their squares add up to roughly `d_hidden`) instead of picking whole
+#   features;
 # - as sparsity grows, the norms split into two groups, about 0 (dropped) and about 1
 #   (represented), and the number represented climbs in steps well past `d_hidden`,
 #   until every feature is in.
@@ -317,8 +319,8 @@ plt.show()
 #
 # $$D_i = \frac{\lVert W_i \rVert^2}{\sum_j (\hat W_i \cdot W_j)^2}.$$
 #
-# The numerator is how strongly it is represented, the denominator how many features share
-# its direction (itself included). A feature alone in its dimension has $D_i = 1$, each
+# The numerator is how strongly it is represented, the denominator counts (weighted by
+# overlap) how many features share its direction, itself included. A feature alone in its dimension has $D_i = 1$, each
 # member of an antipodal pair $1/2$, each vertex of a pentagon in a plane $2/5$, a
 # tetrahedron in 3-D $3/4$, a triangle $2/3$; a missing feature 0.
 #
@@ -341,7 +343,7 @@ def feature_dimensionality(W: Tensor) -> Tensor:
 checks.toy.test_feature_dimensionality(feature_dimensionality)
 
 # %% [markdown]
-# The paper's striking result (its Figure "feature dimensionality"): as sparsity grows the
+# The paper's striking result (section "The Geometry of Superposition"): as sparsity grows the
 # dimensionalities do not slide smoothly, they **stick to a few fractions**, each a
 # geometric arrangement (the horizontal lines). The black line is the average number of
 # dimensions per represented feature, $d_{hidden} / \lVert W \rVert_F^2$: it steps down
@@ -546,7 +548,8 @@ widgets.toy_model_explorer(explorer_model, explorer_probs, explorer_decays)
 # - The transition is sharp (a phase change), and the resulting geometry is discrete:
 #   antipodal pairs, triangles, pentagons, tetrahedra, visible as fractions in the feature
 #   dimensionality.
-# - Correlated features are kept orthogonal, anticorrelated ones antipodal.
+# - Correlated features are kept orthogonal; anticorrelated ones can share a line
+#   (antipodal) at no cost, though training does not always find that arrangement.
 # - With a privileged basis, superposition shows up as polysemantic neurons.
 #
 # Next, notebook 02 trains sparse autoencoders on exactly these toy models and checks
