@@ -313,7 +313,14 @@ class ActivationStore:
         """The activation width at the hook (one tiny stop-early forward pass)."""
         bos = self.model.tokenizer.bos_token_id or 0
         probe = torch.full((1, 2), bos, dtype=torch.long, device=self.model.cfg.device)
-        return int(harvest(self.model, probe, self.hook_name).shape[-1])
+        acts = harvest(self.model, probe, self.hook_name)
+        if acts.ndim != 3:
+            raise ValueError(
+                f"The store serves one vector per token, but {self.hook_name!r} gives activations "
+                f"of shape {tuple(acts.shape)} for 1 context of 2 tokens, not [batch, pos, d]. "
+                "Fix: pick a hook such as blocks.{L}.hook_resid_pre, hook_mlp_out or hook_attn_out."
+            )
+        return int(acts.shape[-1])
 
     # ---- sources of activations
 

@@ -36,6 +36,8 @@ def test_wrong_hook_name_lists_valid_ones(model, contexts):
     assert "blocks.{L}.hook_resid_pre" in message and "hook_embed" in message
     with pytest.raises(ValueError, match="Valid hook names"):
         store(model, contexts, hook="blocks.99.hook_resid_pre")
+    with pytest.raises(ValueError, match="one vector per token"):
+        store(model, contexts, hook="blocks.0.attn.hook_pattern")
 
 
 @pytest.mark.parametrize("hook", ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre",
