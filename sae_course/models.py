@@ -156,8 +156,10 @@ def load_gpt2(device: torch.device | str = "cpu") -> Any:
         raise ModelUnavailable(f"GPT-2 was requested but cannot be loaded: {why}. {_gpt2_fix()}")
     try:
         bridge = _boot(GPT2_NAME, device)
-    except OSError as err:
-        raise ModelUnavailable(f"Loading GPT-2 failed ({err}). {_gpt2_fix()}") from err
+    except Exception as err:  # network and hub errors come in many types; all mean "not here"
+        raise ModelUnavailable(
+            f"Loading GPT-2 failed ({type(err).__name__}: {err}). {_gpt2_fix()}"
+        ) from err
     return _finish(bridge, GPT2_NAME)
 
 
