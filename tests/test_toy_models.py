@@ -292,3 +292,61 @@ def test_explorer_builds_and_redraws_headless():
     assert torch.allclose(model.importance[3], 0.8 ** torch.arange(5.0))
     with pytest.raises(ValueError, match="grid needs"):
         widgets.ToyModelExplorer(model, [1.0], [1.0])
+
+
+# ----------------------------------------------------- checks accept other correct code
+
+
+def test_checks_accept_equivalent_implementations(capsys):
+    """A check must not reject a correct answer written differently from the reference."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from sae_course.checks import toy
+
+    def batch(n, p, g):
+        values = torch.rand(n, *p.shape, generator=g)
+        coin = torch.rand(n, *p.shape, generator=g)
+        return torch.where(coin < p.unsqueeze(0), values, torch.zeros(()))
+
+    def loss(out, x, importance):
+        return (((x - out) ** 2) * importance).sum() / x.shape[0]
+
+    def norms_and_interference(W):
+        overlaps = (F.normalize(W, dim=1).transpose(-1, -2) @ W) ** 2
+        norms = W.norm(dim=1)
+        return norms, overlaps.sum(-1) - norms**2
+
+    def dimensionality(W):
+        denominator = ((F.normalize(W, dim=1).transpose(-1, -2) @ W) ** 2).sum(-1)
+        return torch.nan_to_num(W.norm(dim=1) ** 2 / denominator)
+
+    def train(model, make_batch, loss_fn, n_steps, lr):
+        optimizer = torch.optim.Adam(model.parameters(), lr)
+        losses = []
+        for _ in range(n_steps):
+            optimizer.zero_grad()
+            x = make_batch()
+            loss = loss_fn(model(x), x)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+    class Toy(nn.Module):
+        def __init__(self, n_features, d_hidden, n_inst=1):
+            super().__init__()
+            self.W = nn.Parameter(torch.randn(n_inst, d_hidden, n_features))
+            self.b_final = nn.Parameter(torch.zeros(n_inst, n_features))
+
+        def forward(self, x):
+            h = torch.einsum("bif,ihf->bih", x, self.W)
+            return F.relu((h.unsqueeze(-1) * self.W).sum(-2) + self.b_final)
+
+    toy.test_generate_batch(batch)
+    toy.test_importance_weighted_loss(loss)
+    toy.test_norms_and_interference(norms_and_interference)
+    toy.test_feature_dimensionality(dimensionality)
+    toy.test_train(train)
+    toy.test_toy_model_forward(Toy)
+    assert capsys.readouterr().out.count("\N{CHECK MARK}") == 6

@@ -393,8 +393,8 @@ def test_feature_dimensionality(feature_dimensionality: Callable) -> None:
         mine = call(ex, feature_dimensionality, W)
         if torch.is_tensor(mine) and torch.isnan(mine).any():
             raise CheckFailed(f"{ex}: for {name} you return NaN; a feature whose column is all "
-                              "zeros should get dimensionality 0 (clamp the norm before "
-                              "dividing, e.g. norms.clamp_min(1e-8)).")
+                              "zeros should get dimensionality 0. Clamp whatever you divide "
+                              "by, the norm and the denominator, e.g. x.clamp_min(1e-8).")
         compare(mine, tm.feature_dimensionality(W), exercise=ex, what=f"the result for {name}",
                 atol=1e-4)
     passed(ex, "matches the reference on random weights, and gives 2/5 for a pentagon, 1/2 for "
