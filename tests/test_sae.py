@@ -389,3 +389,28 @@ def test_synthetic_data_and_toy_model_helper():
     h, feats = toy_model_activations(model, 100, instance=1, generator=gen)
     assert h.shape == (100, 5) and feats.shape == (100, 20)
     torch.testing.assert_close(h, feats @ toy_model_features(model, 1))
+
+
+def test_resume_with_an_iterable_source(tmp_path):
+    """An iterable of batches: on resume the batches already used are skipped."""
+    data = SyntheticFeatures(16, 8, 0.1, seed=1)
+    batches = [data.sample(32, torch.Generator().manual_seed(i))[0] for i in range(12)]
+    cfg = SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2, dead_after_tokens=64)
+    tc = TrainConfig(n_steps=12, lr=1e-2, checkpoint_every=4, progress=False, threads=1)
+    clean = SAE(cfg, seed=0)
+    train_sae(clean, batches, tc)
+
+    def crashing():
+        for i, b in enumerate(batches):
+            if i == 6:
+                raise RuntimeError("simulated crash")
+            yield b
+
+    resumed = SAE(cfg, seed=0)
+    with pytest.raises(RuntimeError):
+        train_sae(resumed, crashing(), tc, checkpoint_dir=tmp_path)
+    resumed = SAE(cfg, seed=0)
+    train_sae(resumed, iter(batches), tc, checkpoint_dir=tmp_path)
+    for p, q in zip(clean.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    assert torch.get_num_threads() == 1  # the fixture's setting, restored by train_sae
