@@ -289,11 +289,11 @@ checks.toy.test_norms_and_interference(norms_and_interference)
 #   until every feature is in.
 
 # %%
-n_features_sw = settings.scale(ci=24, laptop=80, gpu=200)
+n_features_sw = settings.scale(ci=24, laptop=60, gpu=200)
 d_hidden_sw = settings.scale(ci=6, laptop=12, gpu=20)
-n_inst_sw = settings.scale(ci=10, laptop=20, gpu=40)
+n_inst_sw = settings.scale(ci=10, laptop=16, gpu=40)
 batch_sw = settings.scale(ci=512, laptop=1024, gpu=2048)
-n_steps_sw = settings.scale(ci=1500, laptop=5000, gpu=10000)
+n_steps_sw = settings.scale(ci=1500, laptop=4000, gpu=10000)
 probs_sw = tm.feature_probabilities_log(n_inst_sw, low=settings.scale(ci=0.05, laptop=0.02, gpu=0.01))
 model_sw = tm.ToyModel(
     n_features=n_features_sw, d_hidden=d_hidden_sw, n_inst=n_inst_sw,
