@@ -72,11 +72,12 @@ class ToyModelExplorer:
         self.model = model
         self.prob_slider = widgets.SelectionSlider(
             options=[(f"{p:.3g}", i) for i, p in enumerate(self.probabilities)],
-            value=0, description="1-S (p)", continuous_update=False,
+            value=len(self.probabilities) // 2, description="1-S (p)", continuous_update=False,
         )
         self.decay_slider = widgets.SelectionSlider(
             options=[(f"{d:.3g}", j) for j, d in enumerate(self.decays)],
-            value=0, description="importance decay", continuous_update=False,
+            value=len(self.decays) // 2, description="importance decay",
+            continuous_update=False,
             style={"description_width": "initial"},
         )
         self.output = widgets.Output()

@@ -286,8 +286,13 @@ def test_explorer_builds_and_redraws_headless():
     model = widgets.pretrain_explorer_model([1.0, 0.1], [1.0, 0.8], n_steps=3, batch_size=8,
                                             progress=False)
     explorer = widgets.toy_model_explorer(model, [1.0, 0.1], [1.0, 0.8])
-    explorer.prob_slider.value = 1  # triggers a redraw
-    explorer.decay_slider.value = 1
+    assert (explorer.prob_slider.value, explorer.decay_slider.value) == (1, 1)  # the middle
+    drawn = []
+    figure = explorer.figure
+    explorer.figure = lambda i, j: drawn.append((i, j)) or figure(i, j)
+    explorer.prob_slider.value = 0  # each change redraws
+    explorer.decay_slider.value = 0
+    assert drawn == [(0, 1), (0, 0)]
     assert explorer.index(1, 1) == 3
     assert torch.allclose(model.importance[3], 0.8 ** torch.arange(5.0))
     with pytest.raises(ValueError, match="grid needs"):
