@@ -6,6 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export SAE_COURSE_BUDGET=ci SAE_COURSE_MODEL=offline HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export MPLBACKEND=Agg
 .venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest "$@"

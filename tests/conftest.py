@@ -11,7 +11,6 @@ os.environ.setdefault("SAE_COURSE_BUDGET", "ci")
 os.environ.setdefault("SAE_COURSE_MODEL", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 BUILD_DIR = Path(__file__).parent / "_build"
 
