@@ -2,12 +2,15 @@
 
 Part 01 (toy models of superposition): features in 2-D, W^T W with the bias, the sparsity
 sweep, feature dimensionality, and neuron-model weights.
+Part 02 (SAEs on toy models): each true feature's best decoder match, the L0-vs-reconstruction
+frontier with feature recovery, dead latents during training, and one W_dec snapshot.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,7 +18,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from sae_course import evaluation as ev
 from sae_course import toy_models as tm
+
+if TYPE_CHECKING:
+    from sae_course.training import TrainResult
 
 # The fractions at which feature dimensionality clusters, and the geometry each reveals.
 DIMENSIONALITY_FRACTIONS = {
@@ -285,5 +292,111 @@ def plot_neuron_monosemanticity(
     ax.set_ylabel("weight share of top feature")
     ax.set_title("monosemanticity of neurons (1 = one feature)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ Part 02: SAEs on toy models
+
+
+def plot_best_cosines(
+    true_features: Tensor,
+    decoders: Mapping[str, Tensor],
+    *,
+    n_represented: int | None = None,
+    threshold: float = ev.RECOVERED_COSINE,
+) -> Figure:
+    """Each true feature's best cosine with any decoder row, one line per SAE (`name -> W_dec`).
+
+    Features are sorted by their norm (largest first, as represented by the toy model); with
+    `n_represented` a dotted line marks where the features the toy model did not represent
+    begin. The solid line is the `threshold` for "recovered"."""
+    true_features = true_features.detach()
+    order = torch.argsort(true_features.norm(dim=-1), descending=True)
+    fig, ax = plt.subplots(figsize=(9, 3))
+    for name, W_dec in decoders.items():
+        cos = ev.best_cosines(true_features, W_dec.detach())[order]
+        ax.plot(_np(cos), marker="o", ms=3, lw=1, label=name)
+    if n_represented is not None:
+        ax.axvline(n_represented - 0.5, color="grey", ls=":", label="not represented →")
+    ax.axhline(threshold, color="k", lw=0.5)
+    ax.set(xlabel="true feature (sorted by its norm in the toy model)", ylabel="best cosine",
+           title="Each toy-model feature's best match among the decoder rows")
+    ax.legend()
+    return fig
+
+
+def plot_frontier(
+    frontier: Mapping[str, Sequence[Mapping[str, float]]],
+    *,
+    true_l0: float | None = None,
+    n_features: int | None = None,
+) -> Figure:
+    """The L0-vs-reconstruction frontier (left) and L0 vs MMCS (right), one line per
+    architecture. `frontier`: label -> the `evaluation.evaluate_sae` dicts of its sweep (keys
+    "l0", "explained_variance", "mmcs"). `true_l0`, when known, is drawn as a dotted line."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for label, points in frontier.items():
+        l0 = [p["l0"] for p in points]
+        axes[0].plot(l0, [p["explained_variance"] for p in points], marker="o", label=label)
+        axes[1].plot(l0, [p["mmcs"] for p in points], marker="o", label=label)
+    axes[0].set(xlabel="L0 (active latents per token)", ylabel="explained variance",
+                title="Sparsity vs reconstruction")
+    axes[1].set(xlabel="L0 (active latents per token)", ylabel="MMCS",
+                title="Sparsity vs feature recovery")
+    for ax in axes:
+        if true_l0 is not None:
+            ax.axvline(true_l0, color="grey", ls=":", lw=1)
+        ax.legend()
+    known = f"{n_features} known features" if n_features is not None else "known features"
+    title = f"All architectures on {known}"
+    if true_l0 is not None:
+        title += f" (dotted: the data's true L0 ≈ {true_l0:.1f})"
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dead_latents(runs: Mapping[str, TrainResult]) -> Figure:
+    """The dead-latent fraction (the training loop's tracker) against the step, one line per
+    run (`label -> training.TrainResult`), e.g. with and without resampling."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for label, result in runs.items():
+        ax.plot(result.series("step"), result.series("dead_fraction"), label=label)
+    ax.set(xlabel="step", ylabel="dead fraction (tracker)", title="Dead latents during training")
+    ax.legend()
+    return fig
+
+
+def decoder_row_order(true_features: Tensor, W_dec: Tensor) -> Tensor:
+    """Decoder rows grouped by the true feature each matches best (for `plot_decoder_snapshot`;
+    pass the final snapshot so every frame of a training run uses the same order)."""
+    return ev.cosine_matrix(true_features.detach().cpu(), W_dec.detach().cpu()).argmax(0).argsort()
+
+
+def plot_decoder_snapshot(
+    true_features: Tensor,
+    W_dec: Tensor,
+    *,
+    row_order: Tensor | None = None,
+    step: int | None = None,
+    threshold: float = ev.RECOVERED_COSINE,
+) -> Figure:
+    """One decoder snapshot against the true features. Left: every feature's cosine with every
+    decoder row (rows in `row_order`, by default grouped by their best feature); right: each
+    feature's best cosine, with its MMCS and how many are recovered in the title."""
+    cos = ev.cosine_matrix(true_features.detach().cpu(), W_dec.detach().cpu())
+    if row_order is None:
+        row_order = cos.argmax(0).argsort()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    axes[0].imshow(_np(cos[:, row_order]), cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    axes[0].set(xlabel="decoder row", ylabel="true feature", title="cosine similarity")
+    best = cos.max(-1).values
+    axes[1].bar(range(len(best)), _np(best))
+    axes[1].axhline(threshold, color="k", lw=0.5)
+    prefix = f"step {step}: " if step is not None else ""
+    axes[1].set(ylim=(0, 1.02), xlabel="true feature", ylabel="best cosine",
+                title=f"{prefix}MMCS {float(best.mean()):.3f}, "
+                      f"recovered {int((best > threshold).sum())}/{len(best)}")
     fig.tight_layout()
     return fig

@@ -1,4 +1,5 @@
-"""Interactive explorers (ipywidgets) for the course notebooks.
+"""Interactive explorers (ipywidgets) for the course notebooks: Part 01's toy-model explorer
+and Part 02's decoder scrubber.
 
 They only display: run headless (nbval, nbconvert) they build their widgets and draw their
 first state without failing; in Jupyter or Colab the sliders redraw the plots in place.
@@ -12,7 +13,9 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import clear_output, display
 from matplotlib.figure import Figure
+from torch import Tensor
 
+from sae_course import plotting
 from sae_course import toy_models as tm
 
 
@@ -146,3 +149,71 @@ def toy_model_explorer(
     explorer = ToyModelExplorer(model, probabilities, decays)
     explorer.update()
     return explorer
+
+
+class DecoderScrubber:
+    """A slider over training snapshots of W_dec: each step's cosines with the true features
+    and each feature's best cosine (`plotting.plot_decoder_snapshot`), redrawn in place.
+    Decoder rows keep one order throughout, grouped by the feature they end up matching."""
+
+    def __init__(
+        self,
+        snapshots: Sequence[Tensor],
+        true_features: Tensor,
+        steps: Sequence[int] | None = None,
+    ) -> None:
+        import ipywidgets as widgets
+
+        self.snapshots = [torch.as_tensor(W).detach().cpu() for W in snapshots]
+        if not self.snapshots:
+            raise ValueError(
+                "no W_dec snapshots to scrub; train with TrainConfig(snapshot_every=...)."
+            )
+        self.steps = list(range(len(self.snapshots))) if steps is None else [int(s) for s in steps]
+        if len(self.steps) != len(self.snapshots):
+            raise ValueError(
+                f"got {len(self.steps)} steps for {len(self.snapshots)} snapshots; pass the "
+                "TrainResult's snapshot_steps with its snapshots."
+            )
+        self.true_features = true_features.detach().cpu()
+        if self.true_features.shape[-1] != self.snapshots[0].shape[-1]:
+            raise ValueError(
+                f"true features have d = {self.true_features.shape[-1]} but the decoder rows "
+                f"have d = {self.snapshots[0].shape[-1]}; pass features of the SAE's input space."
+            )
+        self.row_order = plotting.decoder_row_order(self.true_features, self.snapshots[-1])
+        self.slider = widgets.IntSlider(
+            value=len(self.snapshots) - 1, min=0, max=len(self.snapshots) - 1,
+            description="snapshot", continuous_update=False,
+        )
+        self.output = widgets.Output()
+        self.slider.observe(self.update, names="value")
+        self.widget = widgets.VBox([self.slider, self.output])
+
+    def figure(self, index: int) -> Figure:
+        """The plots for snapshot `index`."""
+        return plotting.plot_decoder_snapshot(
+            self.true_features, self.snapshots[index], row_order=self.row_order,
+            step=self.steps[index],
+        )
+
+    def update(self, change=None) -> None:
+        """Redraw into the output area (called by the slider)."""
+        with self.output:
+            clear_output(wait=True)
+            fig = self.figure(self.slider.value)
+            display(fig)
+            plt.close(fig)
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
+
+
+def decoder_scrubber(
+    snapshots: Sequence[Tensor], true_features: Tensor, steps: Sequence[int] | None = None
+) -> DecoderScrubber:
+    """Build the scrubber and draw the last snapshot; display it by leaving it last in a cell.
+    `snapshots`, `steps`: a `TrainResult`'s `snapshots` and `snapshot_steps`."""
+    scrubber = DecoderScrubber(snapshots, true_features, steps)
+    scrubber.update()
+    return scrubber

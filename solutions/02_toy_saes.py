@@ -38,13 +38,11 @@
 # notebook 04, so if you are stuck on one exercise you can still run the rest.
 
 # %% tags=["setup"]
-import ipywidgets
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import display
 from torch import Tensor
 
-from sae_course import checks
+from sae_course import checks, plotting, widgets
 from sae_course import evaluation as ev
 from sae_course import sae as saelib
 from sae_course import toy_models as tm
@@ -253,20 +251,13 @@ topk_toy = SAE(SAEConfig(d_in=d_hidden, d_sae=128, architecture="topk", k=4,
                          dead_after_tokens=20_000), device=device, seed=settings.seed)
 fit(topk_toy, toy_batch, n_steps=toy_steps, lr=3e-3, lr_decay_steps=toy_steps // 5)
 
-fig, ax = plt.subplots(figsize=(9, 3))
-order = torch.argsort(toy_features.norm(dim=-1), descending=True)
 for name, sae_ in (("ReLU + L1", relu_toy), ("TopK", topk_toy)):
-    cos = ev.best_cosines(toy_features, sae_.W_dec.detach())[order].cpu()
-    ax.plot(cos, marker="o", ms=3, lw=1, label=name)
     m = ev.evaluate_sae(sae_, h_eval, toy_features[represented])
     print(f"{name:10s} recovered {m['recovered']}/{m['n_features']} represented features, "
           f"MMCS {m['mmcs']:.3f}, L0 {m['l0']:.2f}, explained variance "
           f"{m['explained_variance']:.3f}, dead {m['dead_fraction']:.1%}")
-ax.axvline(int(represented.sum()) - 0.5, color="grey", ls=":", label="not represented →")
-ax.axhline(0.9, color="k", lw=0.5)
-ax.set(xlabel="true feature (sorted by its norm in the toy model)", ylabel="best cosine",
-       title="Each toy-model feature's best match among the decoder rows")
-ax.legend()
+plotting.plot_best_cosines(toy_features, {"ReLU + L1": relu_toy.W_dec, "TopK": topk_toy.W_dec},
+                           n_represented=int(represented.sum()))
 plt.show()
 
 # %% [markdown]
@@ -516,22 +507,9 @@ for label, (arch, knob, values) in sweeps.items():
     print(label, [(round(p["l0"], 2), round(p["explained_variance"], 3), p["recovered"])
                   for p in points], "(L0, explained variance, recovered)")
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-for label, points in frontier.items():
-    axes[0].plot([p["l0"] for p in points], [p["explained_variance"] for p in points],
-                 marker="o", label=label)
-    axes[1].plot([p["l0"] for p in points], [p["mmcs"] for p in points], marker="o", label=label)
-axes[0].set(xlabel="L0 (active latents per token)", ylabel="explained variance",
-            title="Sparsity vs reconstruction")
-axes[1].set(xlabel="L0 (active latents per token)", ylabel="MMCS",
-            title="Sparsity vs feature recovery")
 true_l0 = float((synthetic.sample(8192, torch.Generator(device=device).manual_seed(1))[1] > 0)
                 .sum(-1).float().mean())
-for ax in axes:
-    ax.axvline(true_l0, color="grey", ls=":", lw=1)
-    ax.legend()
-fig.suptitle(f"All architectures on 64 known features (dotted: the data's true L0 ≈ {true_l0:.1f})")
-plt.tight_layout()
+plotting.plot_frontier(frontier, true_l0=true_l0, n_features=synthetic.features.shape[0])
 plt.show()
 
 # %% [markdown]
@@ -577,11 +555,7 @@ for label, every in (("no resampling", 0), ("resample every 100 steps", 100)):
           f"{m['dead_fraction']:.1%} (N = {m['dead_window_tokens']} tokens), resampled "
           f"{sum(n for _, n in result.resampled)} latents in total")
 
-fig, ax = plt.subplots(figsize=(7, 3))
-for label, (result, _) in runs.items():
-    ax.plot(result.series("step"), result.series("dead_fraction"), label=label)
-ax.set(xlabel="step", ylabel="dead fraction (tracker)", title="Dead latents during training")
-ax.legend()
+plotting.plot_dead_latents({label: result for label, (result, _) in runs.items()})
 plt.show()
 
 # %% [markdown]
@@ -600,29 +574,7 @@ scrub_sae = SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4, dead_afte
                 device=device, seed=settings.seed)
 scrub = fit(scrub_sae, synthetic_batch, n_steps=scrub_steps, lr=3e-3,
             snapshot_every=max(scrub_steps // 30, 1))
-final_cos = ev.cosine_matrix(synthetic.features.cpu(), scrub.snapshots[-1])
-row_order = final_cos.argmax(0).argsort()  # decoder rows grouped by their best feature
-
-
-def show_snapshot(index: int) -> None:
-    W = scrub.snapshots[index]
-    cos = ev.cosine_matrix(synthetic.features.cpu(), W)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    axes[0].imshow(cos[:, row_order], cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
-    axes[0].set(xlabel="decoder row", ylabel="true feature", title="cosine similarity")
-    best = cos.max(-1).values
-    axes[1].bar(range(len(best)), best)
-    axes[1].axhline(0.9, color="k", lw=0.5)
-    axes[1].set(ylim=(0, 1.02), xlabel="true feature", ylabel="best cosine",
-                title=f"step {scrub.snapshot_steps[index]}: MMCS {best.mean():.3f}, "
-                      f"recovered {(best > 0.9).sum()}/64")
-    plt.tight_layout()
-    plt.show()
-
-
-slider = ipywidgets.IntSlider(value=len(scrub.snapshots) - 1, min=0,
-                              max=len(scrub.snapshots) - 1, description="snapshot")
-display(ipywidgets.interactive(show_snapshot, index=slider))
+widgets.decoder_scrubber(scrub.snapshots, synthetic.features, steps=scrub.snapshot_steps)
 
 # %% [markdown]
 # ## Summary
