@@ -195,9 +195,11 @@ checks.activations.test_residual_norms(residual_norms)
 # the norm **grows with depth**, since each block adds to the stream; on GPT-2 from a few units
 # at the embeddings to hundreds at the last layers. And the **first position (BOS)** stands
 # apart: on GPT-2 its norm is many times the others' from the first layers on, because models
-# use it as an "attention sink", a place to put attention when nothing else is relevant. On the
-# small offline model the effect is milder; the ratio is printed below the plots. An SAE trained
-# with BOS in its data spends capacity on those outliers, so the store leaves them out.
+# use it as an "attention sink", a place to put attention when nothing else is relevant. The
+# small offline model (4 layers) has not grown such a sink: there BOS looks like any other
+# position; the ratio is printed below the plots. Either way BOS is worth leaving out: position 0
+# sees only itself, so its vector is **the same in every context**, one repeated point that
+# says nothing about the text, and on GPT-2 a huge outlier an SAE would spend capacity on.
 
 # %%
 n_plot = settings.scale(ci=4, laptop=16, gpu=32)
@@ -222,6 +224,7 @@ plt.tight_layout()
 plt.show()
 mid_bos, mid_rest = norms[cfg.n_layers // 2, 0], norms[cfg.n_layers // 2, 1:].mean()
 print(f"layer {cfg.n_layers // 2}: BOS norm {mid_bos:.1f} vs others {mid_rest:.1f} ({mid_bos / mid_rest:.1f}x)")
+print(f"BOS vector, largest difference between contexts: {(resid[:, :, 0] - resid[:, :1, 0]).abs().max():.1e}")
 
 # %% [markdown]
 # ## 4. Stopping the forward pass early
@@ -480,7 +483,8 @@ shutil.rmtree(cache_dir)  # a demo cache; for real runs pass a folder you keep
 # - TransformerLens 4 loads GPT-2 (or the offline model) as a `TransformerBridge`; compatibility
 #   mode makes its activations match what public SAEs were trained on.
 # - Hooks read any activation by name; the residual stream is `blocks.{L}.hook_resid_pre`, its
-#   norm grows with depth, and BOS is a huge outlier that the store leaves out.
+#   norm grows with depth; BOS (the same vector in every context, and a huge outlier on GPT-2)
+#   is left out.
 # - A hook that raises after capturing stops the forward pass early: no wasted layers.
 # - Contexts start with BOS; activations are flattened, shuffled in a bounded buffer (tokens of
 #   a context are correlated) and scaled to a mean norm of sqrt(d_in) (so hyperparameters transfer).
