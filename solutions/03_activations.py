@@ -121,6 +121,9 @@ for name, value in cache.items():
     print(f"{name:35s} {tuple(value.shape)}")
 
 # %% [markdown]
+# (The cache lists `blocks.0.hook_in` too: that is the bridge's own name for the same point,
+# and `blocks.0.hook_resid_pre` its TransformerLens alias. Both work everywhere.)
+#
 # **Exercise: `capture_activations`.** Read several activations in one forward pass with
 # `run_with_hooks`, returning `{hook name: activation}`. Key each activation by the name you
 # asked for; `hook.name` is the bridge's own name for the point (e.g. `blocks.0.hook_in` for
@@ -440,7 +443,7 @@ for depth_i in sorted({0, cfg.n_layers // 2, cfg.n_layers}):
 # Notebook 04 trains an SAE from exactly this.
 
 # %%
-n_contexts = settings.scale(ci=48, laptop=500, gpu=4_000)
+n_contexts = settings.scale(ci=48, laptop=500, gpu=2_000)
 context_len = settings.scale(ci=64, laptop=128, gpu=128)
 contexts = text_lib.contexts_for_model(model, n_contexts, context_len, seed=settings.seed, source=source)
 cache_dir = tempfile.mkdtemp(prefix="sae_course_acts_")
