@@ -34,8 +34,14 @@ def hf_texts(
     split: str = "train",
     column: str = DEFAULT_TEXT_COLUMN,
     n_texts: int | None = None,
+    seed: int | None = None,
+    shuffle_buffer: int = 1_000,
 ) -> Iterator[str]:
-    """Texts streamed from a Hugging Face dataset (needs the hub, or the dataset cached)."""
+    """Texts streamed from a Hugging Face dataset (needs the hub).
+
+    With a `seed`, documents come in an order shuffled (within `shuffle_buffer` documents)
+    by that seed, so different seeds see different documents first.
+    """
     from datasets import load_dataset
 
     try:
@@ -46,6 +52,8 @@ def hf_texts(
             "connect to the internet, or use source='storyworld' (the offline model's "
             "language) or source='folder' with your own .txt files."
         ) from err
+    if seed is not None:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
     texts = (row[column] for row in stream)
     return islice(texts, n_texts) if n_texts is not None else texts
 
@@ -114,7 +122,7 @@ def load_texts(
 ) -> list[str]:
     """Up to `n_texts` texts from `source` ("hf", "storyworld" or "folder")."""
     if source == "hf":
-        return list(hf_texts(dataset, n_texts=n_texts))
+        return list(hf_texts(dataset, n_texts=n_texts, seed=seed))
     if source == "storyworld":
         return storyworld_texts(n_texts, seed)
     if source == "folder":
@@ -206,7 +214,7 @@ def contexts_for_model(
         need = n_contexts * (context_len - 1)
         batch = 64
         texts: Iterator[str] = (
-            iter(hf_texts(dataset)) if source == "hf" else iter(())
+            iter(hf_texts(dataset, seed=seed)) if source == "hf" else iter(())
         )
         round_ = 0
         while n_tokens < need:

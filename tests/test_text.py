@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -91,3 +93,16 @@ def test_auto_source_falls_back_to_storyworld_offline(monkeypatch, capsys):
 def test_context_longer_than_the_model_is_refused(model):
     with pytest.raises(ValueError, match="longer than the model's context"):
         text.contexts_for_model(model, 2, context_len=model.cfg.n_ctx + 1)
+
+
+def test_hf_source_streams_and_shuffles_by_seed(tmp_path, model):
+    """The streaming path, on a local dataset folder (no hub needed)."""
+    rows = [json.dumps({"text": f"Document number {i}. " * 5}) for i in range(40)]
+    (tmp_path / "train.jsonl").write_text("\n".join(rows), encoding="utf-8")
+    plain = list(text.hf_texts(str(tmp_path), n_texts=5))
+    assert plain == [f"Document number {i}. " * 5 for i in range(5)]
+    a = list(text.hf_texts(str(tmp_path), n_texts=5, seed=1, shuffle_buffer=40))
+    b = list(text.hf_texts(str(tmp_path), n_texts=5, seed=1, shuffle_buffer=40))
+    assert a == b and a != plain
+    contexts = text.contexts_for_model(model, 4, 16, source="hf", dataset=str(tmp_path))
+    assert contexts.shape == (4, 16) and (contexts[:, 0] == model.tokenizer.bos_token_id).all()
