@@ -29,8 +29,6 @@ from sae_course.settings import MODELS, get_settings
 GPT2_NAME = "gpt2"  # the Hugging Face repo TransformerLens boots for GPT-2 small
 GPT2_REPOS = ("gpt2", "openai-community/gpt2")  # the names it may be cached under
 OFFLINE_NAME = "offline"
-# Where the offline model lives; SAE_COURSE_OFFLINE_MODEL_DIR overrides it (for development).
-_PACKAGE_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "storyworld_model"
 REACHABILITY_TIMEOUT_S = 3.0
 
 
@@ -40,15 +38,9 @@ class ModelUnavailable(RuntimeError):
 
 def offline_model_dir() -> Path:
     """The folder of the offline StoryWorld model (a Hugging Face GPT2LMHeadModel folder)."""
-    override = os.environ.get("SAE_COURSE_OFFLINE_MODEL_DIR")
-    if override:
-        return Path(override)
-    try:
-        from sae_course.storyworld import MODEL_DIR  # the generator module owns the path
+    from sae_course import storyworld  # the generator module owns the model's path
 
-        return Path(MODEL_DIR)
-    except ImportError:
-        return _PACKAGE_MODEL_DIR
+    return Path(storyworld.MODEL_DIR)
 
 
 def _hub_offline() -> bool:

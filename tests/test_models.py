@@ -69,7 +69,7 @@ def test_unknown_model_name():
 
 
 def test_missing_offline_model_folder(monkeypatch, tmp_path):
-    monkeypatch.setenv("SAE_COURSE_OFFLINE_MODEL_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("sae_course.storyworld.MODEL_DIR", tmp_path / "nowhere")
     with pytest.raises(ModelUnavailable, match="offline model is missing"):
         load_model("offline", device="cpu")
 
