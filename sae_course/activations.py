@@ -20,17 +20,17 @@ import difflib
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from sae_course.files import save_safetensors_atomic, write_text_atomic
 
 CACHE_FORMAT = 1
 
@@ -181,28 +181,6 @@ def unnormalize(acts: Tensor, scale: Tensor | float) -> Tensor:
 # ---------------------------------------------------------------- disk cache
 
 
-def _save_atomic(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def tensor_digest(t: Tensor) -> str:
     """A content hash of a tensor (dtype, shape and values)."""
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
@@ -351,7 +329,7 @@ class ActivationStore:
             self.cache_path.mkdir(parents=True, exist_ok=True)
             key_file = self.cache_path / "key.json"
             if not key_file.exists():
-                _write_text_atomic(key_file, json.dumps(self.cache_key, indent=1))
+                write_text_atomic(key_file, json.dumps(self.cache_key, indent=1))
         try:
             for i, tokens in enumerate(self._context_batches()):
                 shard = self.cache_path / f"shard_{i:06d}.safetensors" if self.cache_path else None
@@ -360,7 +338,7 @@ class ActivationStore:
                 else:
                     acts = self._harvest_batch(tokens)
                     if shard is not None:
-                        _save_atomic({"acts": acts}, shard, {"hook": self.hook_name})
+                        save_safetensors_atomic({"acts": acts}, shard, {"hook": self.hook_name})
                 bar.update(len(acts))
                 yield acts.to(self.device)
         finally:

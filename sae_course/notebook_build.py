@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import jupytext
 import nbformat
+
+from sae_course.files import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS_DIR = ROOT / "solutions"
@@ -172,26 +172,13 @@ def notebook_text(nb: nbformat.NotebookNode) -> str:
     return nbformat.writes(nb) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file through a temporary file and a rename, so no reader sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_all(out_dir: Path = NOTEBOOKS_DIR, learner: bool = True) -> list[Path]:
     """Write the notebook of every source into `out_dir`; returns the paths written."""
     written = []
     for src in source_paths():
         exercises(src)  # validate the conventions before writing anything
         target = out_dir / f"{src.stem}.ipynb"
-        write_atomic(target, notebook_text(build_notebook(src, learner)))
+        write_text_atomic(target, notebook_text(build_notebook(src, learner)))
         written.append(target)
     return written
 

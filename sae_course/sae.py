@@ -39,15 +39,16 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from sae_course.files import save_safetensors_atomic, write_json_atomic
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 L1_VARIANTS = ("weighted", "unit_norm")
@@ -806,29 +807,3 @@ def resample_dead_latents(
                     state[key][index] = 0.0
     sae.tokens_since_fired[dead] = 0
     return n
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic files
-# --------------------------------------------------------------------------------------------
-
-
-def save_safetensors_atomic(tensors: dict[str, Tensor], path: Path,
-                            metadata: dict[str, str] | None = None) -> None:
-    """save_file to a temporary file in the same folder, then os.replace onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                  metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    from sae_course.notebook_build import write_atomic
-
-    write_atomic(path, json.dumps(obj, indent=2) + "\n")

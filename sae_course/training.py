@@ -36,7 +36,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sae_course.sae import SAE, resample_dead_latents, save_safetensors_atomic, write_json_atomic
+from sae_course.files import save_safetensors_atomic, write_json_atomic
+from sae_course.sae import SAE, resample_dead_latents
 
 STATE_FILE = "state.json"
 SPARSITY_TERMS = ("l1", "l0")
