@@ -9,8 +9,10 @@ CPU or a small GPU, `gpu` a proper accelerator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -112,3 +114,22 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `torch.set_num_threads(n)` (restored afterwards); None: unchanged.
+
+    Toy models and small SAEs are tiny: intra-op threads gain nothing on them, and on a
+    shared machine the threads' spin-waiting can make training ten times slower. So their
+    training loops use 1 CPU thread by default.
+    """
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

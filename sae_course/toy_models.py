@@ -18,14 +18,15 @@ so a batched run equals separate runs on the same data (see `tests/test_toy_mode
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from sae_course.settings import cpu_threads
 
 Number = float | int
 TableLike = Number | Sequence | Tensor
@@ -343,25 +344,6 @@ def linear_lr(step: int, n_steps: int) -> float:
 def cosine_lr(step: int, n_steps: int) -> float:
     """Cosine decay to 5% of the initial rate: settles the geometry cleanly at the end."""
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / n_steps))
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run the block with `torch.set_num_threads(n)` (restored afterwards); None: unchanged.
-
-    Toy models are tiny: intra-op threads gain nothing on them, and on a shared machine the
-    threads' spin-waiting can make training ten times slower. So training uses 1 CPU thread
-    by default.
-    """
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def optimize(

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from sae_course.files import save_safetensors_atomic, write_json_atomic
 from sae_course.sae import SAE, resample_dead_latents
+from sae_course.settings import cpu_threads
 
 STATE_FILE = "state.json"
 SPARSITY_TERMS = ("l1", "l0")
@@ -150,13 +151,8 @@ def train_sae(
     resume: bool = True,
 ) -> TrainResult:
     """Train `sae` in place; see the module docstring. Returns a TrainResult."""
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with cpu_threads(cfg.threads or None):
         return _train(sae, data, cfg, checkpoint_dir, resume)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: TrainConfig,

@@ -22,6 +22,7 @@ from sae_course.sae import (
     resample_dead_latents,
     topk_activation,
 )
+from sae_course.settings import cpu_threads
 from sae_course.synthetic import SyntheticFeatures, toy_model_activations, toy_model_features
 from sae_course.training import TrainConfig, train_sae
 
@@ -29,10 +30,8 @@ from sae_course.training import TrainConfig, train_sae
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Toy-sized tensors: one thread is fastest on a shared machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with cpu_threads(1):
+        yield
 
 CONFIGS = {
     "relu": dict(architecture="relu", sparsity_coefficient=0.1),

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from sae_course import toy_models as tm
 from sae_course.checks.harness import CheckFailed, call, compare, passed, require
+from sae_course.settings import cpu_threads
 
 # --------------------------------------------------------------------------- helpers
 
@@ -299,7 +300,7 @@ def _history(exercise: str, history, n_steps: int) -> Tensor:
 
 def test_train(train: Callable) -> None:
     """train(model, make_batch, loss_fn, n_steps, lr) -> list of losses (Adam)."""
-    with tm.cpu_threads(1):  # tiny model: threads only slow it down (see tm.cpu_threads)
+    with cpu_threads(1):  # tiny model: threads only slow it down (see settings.cpu_threads)
         _test_train(train)
 
 
