@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sae_course.sae import normalize_rows
+
 DENSE_FIRING_FRACTION = 0.1
 RECOVERED_COSINE = 0.9
 
@@ -36,9 +38,7 @@ def explained_variance(x: Tensor, x_hat: Tensor) -> Tensor:
 
 def cosine_matrix(A: Tensor, B: Tensor) -> Tensor:
     """Cosine similarity of every row of A [n, d] with every row of B [m, d]: [n, m]."""
-    A = A / A.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    B = B / B.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return A @ B.t()
+    return normalize_rows(A) @ normalize_rows(B).t()
 
 
 def best_cosines(true_features: Tensor, W_dec: Tensor) -> Tensor:

@@ -161,7 +161,7 @@ def remove_parallel_component(W_dec: Tensor, grad: Tensor) -> Tensor:
     With unit-norm rows this keeps a step tangent to the sphere, so renormalising after the
     step changes the row as little as possible.
     """
-    unit = W_dec / W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    unit = normalize_rows(W_dec)
     return grad - (grad * unit).sum(-1, keepdim=True) * unit
 
 

@@ -37,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sae_course.files import save_safetensors_atomic, write_json_atomic
-from sae_course.sae import SAE, resample_dead_latents
+from sae_course.sae import SAE, normalize_rows, resample_dead_latents
 from sae_course.settings import cpu_threads
 
 STATE_FILE = "state.json"
@@ -210,8 +210,7 @@ def _snapshot(sae: SAE, result: TrainResult, step: int) -> None:
     if result.snapshot_steps and result.snapshot_steps[-1] == step:
         return
     with torch.no_grad():
-        W = sae.W_dec.detach()
-        result.snapshots.append((W / W.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().clone())
+        result.snapshots.append(normalize_rows(sae.W_dec.detach()).cpu().clone())
     result.snapshot_steps.append(step)
 
 
