@@ -169,8 +169,7 @@ def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: Trai
                disable=not cfg.progress, initial=start, total=cfg.n_steps)
     n_resample_steps = math.floor(cfg.n_steps * cfg.resample_until)
     for step in bar:
-        x = next(batches)
-        sae.check_input(x)
+        x = next(batches)  # checked by sae.init_b_dec and sae.forward (check_input)
         if step == 0:
             if cfg.init_b_dec is not None:
                 sae.init_b_dec(x, cfg.init_b_dec)
