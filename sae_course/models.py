@@ -141,11 +141,7 @@ def load_offline(device: torch.device | str = "cpu") -> Any:
     return _finish(_boot(str(folder), device), f"offline:{_fingerprint(folder)}")
 
 
-def load_gpt2(device: torch.device | str = "cpu") -> Any:
-    """GPT-2 small from the hub or the local cache; a clear error when neither works."""
-    ok, why = gpt2_status()
-    if not ok:
-        raise ModelUnavailable(f"GPT-2 was requested but cannot be loaded: {why}. {_gpt2_fix()}")
+def _boot_gpt2(device: torch.device | str) -> Any:
     try:
         bridge = _boot(GPT2_NAME, device)
     except Exception as err:  # network and hub errors come in many types; all mean "not here"
@@ -153,6 +149,14 @@ def load_gpt2(device: torch.device | str = "cpu") -> Any:
             f"Loading GPT-2 failed ({type(err).__name__}: {err}). {_gpt2_fix()}"
         ) from err
     return _finish(bridge, GPT2_NAME)
+
+
+def load_gpt2(device: torch.device | str = "cpu") -> Any:
+    """GPT-2 small from the hub or the local cache; a clear error when neither works."""
+    ok, why = gpt2_status()
+    if not ok:
+        raise ModelUnavailable(f"GPT-2 was requested but cannot be loaded: {why}. {_gpt2_fix()}")
+    return _boot_gpt2(device)
 
 
 def load_model(name: str | None = None, device: torch.device | str | None = None) -> Any:
@@ -177,7 +181,7 @@ def load_model(name: str | None = None, device: torch.device | str | None = None
     ok, why = gpt2_status()
     if ok:
         try:
-            return load_gpt2(device)
+            return _boot_gpt2(device)  # gpt2_status is checked: no second hub probe
         except ModelUnavailable as err:
             why = str(err)
     message = (
