@@ -64,10 +64,9 @@ def describe_hook_names(model: Any) -> str:
 
 def check_hook_name(model: Any, hook_name: str) -> None:
     """Raise a ValueError listing the valid names unless `hook_name` is one."""
-    names = hook_names(model)
     if hook_name in model.hook_dict:
         return
-    close = difflib.get_close_matches(hook_name, names, n=3)
+    close = difflib.get_close_matches(hook_name, hook_names(model), n=3)
     suggestion = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(
         f"Unknown hook name {hook_name!r} for this model.{suggestion} Valid hook names: "
