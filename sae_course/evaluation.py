@@ -51,12 +51,6 @@ def mean_max_cosine_similarity(true_features: Tensor, W_dec: Tensor) -> Tensor:
     return best_cosines(true_features, W_dec).mean()
 
 
-def recovered_features(true_features: Tensor, W_dec: Tensor,
-                       threshold: float = RECOVERED_COSINE) -> int:
-    """How many true features have a decoder row with cosine above `threshold`."""
-    return int((best_cosines(true_features, W_dec) > threshold).sum())
-
-
 def firing_frequency(latents: Tensor) -> Tensor:
     """Per latent, the fraction of tokens on which it is non-zero: [d_sae]."""
     return (latents.reshape(-1, latents.shape[-1]) != 0).float().mean(0)

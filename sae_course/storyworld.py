@@ -292,10 +292,6 @@ class Character:
     pet_name: str
     city: str
 
-    @property
-    def possessive(self) -> str:
-        return "her" if self.pronoun == "she" else "his"
-
 
 @dataclass(frozen=True)
 class World:

@@ -333,14 +333,6 @@ def importance_weighted_loss(out: Tensor, features: Tensor, importance: TableLik
 # --------------------------------------------------------------------------- training
 
 
-def constant_lr(step: int, n_steps: int) -> float:
-    return 1.0
-
-
-def linear_lr(step: int, n_steps: int) -> float:
-    return 1.0 - step / n_steps
-
-
 def cosine_lr(step: int, n_steps: int) -> float:
     """Cosine decay to 5% of the initial rate: settles the geometry cleanly at the end."""
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / n_steps))
