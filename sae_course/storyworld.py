@@ -549,11 +549,10 @@ class _Writer:
         plural = n > 1
         self.b.add("there", "other")
         self.be(plural)
+        noun = self.rng.choice(self.t.nouns)
         if n == 1:
-            noun = self.rng.choice(self.t.nouns)
             self.b.add(_article(noun[0]), "det")
         else:
-            noun = self.rng.choice(self.t.nouns)
             self.number(n, digits=self.rng.random() < 0.3)
         self.topic_noun(noun, plural)
         self.b.add("in", "prep")
