@@ -187,6 +187,11 @@ class ToyModel(nn.Module):
         check_features(features, self.n_inst, self.n_features)
         return toy_forward(self.W, self.b_final, features)
 
+    def hidden(self, features: Tensor) -> Tensor:
+        """Hidden activations h = W x, shape `[batch, n_inst, d_hidden]`."""
+        check_features(features, self.n_inst, self.n_features)
+        return torch.einsum("ihf,bif->bih", self.W, features)
+
     def generate_batch(self, n_batch: int, generator: torch.Generator | None = None) -> Tensor:
         """A batch of sparse features drawn with this model's feature probabilities."""
         return generate_batch(n_batch, self.feature_probability, generator)
@@ -220,8 +225,7 @@ class NeuronModel(ToyModel):
 
     def hidden(self, features: Tensor) -> Tensor:
         """Neuron activations ReLU(W x), shape `[batch, n_inst, d_hidden]`."""
-        check_features(features, self.n_inst, self.n_features)
-        return torch.relu(torch.einsum("ihf,bif->bih", self.W, features))
+        return torch.relu(super().hidden(features))
 
 
 # --------------------------------------------------------------------------- data
@@ -500,14 +504,12 @@ def feature_probabilities_log(n: int, low: float, high: float = 1.0) -> Tensor:
 
 
 def neuron_feature_response(model: ToyModel, value: float = 1.0) -> Tensor:
-    """What each neuron does with each feature alone: the hidden activation when only
-    feature i is present (at `value`), shape `[n_inst, n_features, d_hidden]`."""
+    """What each neuron does with each feature alone: the hidden activation (`model.hidden`)
+    when only feature i is present (at `value`), shape `[n_inst, n_features, d_hidden]`."""
     eye = torch.eye(model.n_features, dtype=model.W.dtype, device=model.W.device) * value
     batch = eye.unsqueeze(1).expand(model.n_features, model.n_inst, model.n_features)
     with torch.no_grad():
-        hidden = torch.einsum("ihf,bif->bih", model.W, batch)
-        if isinstance(model, NeuronModel):
-            hidden = torch.relu(hidden)
+        hidden = model.hidden(batch)
     return hidden.permute(1, 0, 2).contiguous()
 
 
