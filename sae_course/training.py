@@ -36,6 +36,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sae_course.evaluation import l0
 from sae_course.files import save_safetensors_atomic, write_json_atomic
 from sae_course.sae import SAE, normalize_rows, resample_dead_latents
 from sae_course.settings import cpu_threads
@@ -185,9 +186,8 @@ def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: Trai
         if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.n_steps):
             with torch.no_grad():
                 x2 = x.reshape(-1, sae.cfg.d_in)
-                lat = out.latents
                 var = (x2 - x2.mean(0)).pow(2).sum(-1).mean()
-                values["l0"] = float((lat != 0).sum(-1).float().mean())
+                values["l0"] = float(l0(out.latents))
                 values["explained_variance"] = float(1 - values["mse"] / max(float(var), 1e-12))
                 values["dead_fraction"] = float(sae.dead_mask().float().mean())
             values["step"] = done
