@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sae_course.settings import MODELS, get_settings
+from sae_course.settings import MODELS, _choice, get_settings
 
 GPT2_NAME = "gpt2"  # the Hugging Face repo TransformerLens boots for GPT-2 small
 GPT2_REPOS = ("gpt2", "openai-community/gpt2")  # the names it may be cached under
@@ -167,13 +167,8 @@ def load_model(name: str | None = None, device: torch.device | str | None = None
     model, and prints which one it chose and why.
     """
     settings = get_settings()
-    name = (name or settings.model).strip().lower()
+    name = _choice("model", name or settings.model, MODELS, "SAE_COURSE_MODEL")
     device = device if device is not None else settings.device
-    if name not in MODELS:
-        raise ValueError(
-            f"Unknown model {name!r}: choose one of {', '.join(MODELS)} "
-            "(as the argument, or with SAE_COURSE_MODEL)."
-        )
     if name == OFFLINE_NAME:
         return load_offline(device)
     if name == GPT2_NAME:
