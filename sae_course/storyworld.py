@@ -1013,18 +1013,6 @@ def sentiment_score(text: str) -> int:
     return score
 
 
-def vocabulary(world: World | None = None) -> set[str]:
-    """Every word type StoryWorld can write (cased as written, without capitalised forms)."""
-    world = world or WORLD
-    words = set().union(*(t.words() for t in TOPIC_DATA.values()))
-    words |= set(SENTIMENT_OF_WORD) | _FUNCTION_WORDS | set(JOBS) | set(PET_SPECIES)
-    words |= set(NUMBER_WORDS) | set(world.characters) | set(PET_NAMES)
-    words |= set(world.city_country) | set(world.city_country.values())
-    words |= {"say", "says", "shout", "feel", "count", "pack", "packs", "packed", "everything",
-              "oh", "named"}
-    return words
-
-
 def topic_prompt(story: Story, n_topic_words: int = 2) -> str:
     """The start of `story` up to the end of the sentence holding its `n_topic_words`-th word
     of the story's topic (the whole text if it has fewer): a prompt whose topic is clear."""
