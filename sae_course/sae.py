@@ -401,14 +401,13 @@ class SAEOutput:
 
     def __init__(self, x_hat: Tensor, losses: dict[str, Tensor], latents: Tensor | None = None,
                  latent_values: Tensor | None = None, latent_indices: Tensor | None = None,
-                 d_sae: int | None = None, pre_acts: Tensor | None = None) -> None:
+                 d_sae: int | None = None) -> None:
         self.x_hat = x_hat
         self.losses = losses
         self._latents = latents
         self.latent_values = latent_values
         self.latent_indices = latent_indices
         self._d_sae = d_sae
-        self.pre_acts = pre_acts
 
     @property
     def latents(self) -> Tensor:
@@ -592,7 +591,7 @@ class SAE(nn.Module):
             if dead is not None:
                 aux = auxk_loss(x - x_hat, pre, self.W_dec, dead, cfg.k_aux_effective)
                 losses["aux"] = cfg.aux_coefficient * aux
-        return SAEOutput(x_hat, losses, latents=latents, d_sae=cfg.d_sae, pre_acts=pre)
+        return SAEOutput(x_hat, losses, latents=latents, d_sae=cfg.d_sae)
 
     def _forward_sparse_topk(self, x: Tensor) -> SAEOutput:
         cfg = self.cfg
