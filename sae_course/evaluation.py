@@ -77,14 +77,12 @@ def evaluate_sae(sae, x: Tensor | Iterable[Tensor], true_features: Tensor | None
     was_training = sae.training
     sae.eval()
     batches = [x] if isinstance(x, Tensor) else list(x)
-    xs, x_hats, fired_counts, n_tokens, l0_sum = [], [], None, 0, 0.0
+    xs, x_hats, fired_counts, n_tokens = [], [], None, 0
     for batch in batches:
         batch = batch.reshape(-1, sae.cfg.d_in)
         out = sae(batch, sparse=False)
-        lat = out.latents
-        counts = (lat != 0).sum(0)
+        counts = (out.latents != 0).sum(0)  # per latent: on how many tokens it fired
         fired_counts = counts if fired_counts is None else fired_counts + counts
-        l0_sum += float((lat != 0).sum())
         n_tokens += batch.shape[0]
         xs.append(batch)
         x_hats.append(out.x_hat)
@@ -92,7 +90,7 @@ def evaluate_sae(sae, x: Tensor | Iterable[Tensor], true_features: Tensor | None
     X, X_hat = torch.cat(xs), torch.cat(x_hats)
     freq = fired_counts.float() / n_tokens
     metrics: dict[str, Any] = {
-        "l0": l0_sum / n_tokens,
+        "l0": float(fired_counts.sum()) / n_tokens,
         "explained_variance": float(explained_variance(X, X_hat)),
         "mse": float((X - X_hat).pow(2).sum(-1).mean()),
         "dead_fraction": float((freq == 0).float().mean()),
