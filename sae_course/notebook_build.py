@@ -19,7 +19,6 @@ Check they are up to date:         python -m sae_course.notebook_build --check
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 import sys
 from dataclasses import dataclass
@@ -148,7 +147,7 @@ def setup_cells(path: Path) -> list[str]:
 
 def build_notebook(path: Path, learner: bool) -> nbformat.NotebookNode:
     """The notebook for one source: the learner's (stubs) or the solutions (for the tests)."""
-    nb = copy.deepcopy(read_source(path))
+    nb = read_source(path)  # a fresh notebook on every read: safe to edit in place
     cells = [nbformat.v4.new_code_cell(COLAB_SETUP_CELL)]
     for cell in nb.cells:
         if learner and cell.cell_type == "code":
