@@ -126,7 +126,11 @@ def _batches(data: Callable[[int], Tensor] | Iterable[Tensor], start: int):
 def train_step(
     sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, sparsity_factor: float = 1.0
 ) -> tuple[Any, dict[str, float]]:
-    """One optimisation step on batch x; returns the SAE output and the loss terms' values."""
+    """One optimisation step on batch x; returns the SAE output and the loss terms' values.
+
+    The values are keyed "loss" (the total) and "loss_<term>" for each named term, so that a
+    term called "l0" (JumpReLU's penalty) never collides with the measured L0 in the log.
+    """
     sae.train()
     out = sae(x)
     loss = sum(
@@ -139,7 +143,7 @@ def train_step(
     optimizer.step()
     sae.after_optimizer_step()
     sae.record_firing(out.fired(), x.reshape(-1, sae.cfg.d_in).shape[0])
-    values = {name: float(t.detach()) for name, t in out.losses.items()}
+    values = {f"loss_{name}": float(t.detach()) for name, t in out.losses.items()}
     values["loss"] = float(loss.detach())
     return out, values
 
@@ -188,7 +192,8 @@ def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: Trai
                 x2 = x.reshape(-1, sae.cfg.d_in)
                 var = (x2 - x2.mean(0)).pow(2).sum(-1).mean()
                 values["l0"] = float(l0(out.latents))
-                values["explained_variance"] = float(1 - values["mse"] / max(float(var), 1e-12))
+                mse = values["loss_mse"]
+                values["explained_variance"] = float(1 - mse / max(float(var), 1e-12))
                 values["dead_fraction"] = float(sae.dead_mask().float().mean())
             values["step"] = done
             values["lr"] = cfg.lr_at(step)

@@ -343,6 +343,17 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path):
                   checkpoint_dir=tmp_path / "b")
 
 
+def test_jumprelu_log_keeps_the_l0_penalty_and_the_measured_l0_apart():
+    data = SyntheticFeatures(16, 8, 0.1, seed=0)
+    cfg = SAEConfig(d_in=8, d_sae=16, architecture="jumprelu", sparsity_coefficient=0.01)
+    result = train_sae(SAE(cfg, seed=0), _data_fn(data, 64),
+                       TrainConfig(n_steps=4, log_every=2, progress=False))
+    for entry in result.history:
+        assert {"loss", "loss_mse", "loss_l0", "l0"} <= entry.keys()
+        # the penalty is coefficient * (differentiable) L0; the measured L0 counts latents
+        assert entry["loss_l0"] == pytest.approx(0.01 * entry["l0"], rel=1e-4)
+
+
 def test_topk_recovers_known_features():
     """64 known features in 32 dims: TopK reaches MMCS >= 0.9 with under 5% dead latents."""
     data = SyntheticFeatures(64, 32, 0.04, seed=0)
