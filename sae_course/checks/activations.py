@@ -15,7 +15,7 @@ from torch import Tensor
 
 from sae_course import activations as ref
 from sae_course import text
-from sae_course.checks.harness import CheckFailed, call, compare, passed, require
+from sae_course.checks.harness import CheckFailed, call, compare, passed, require, seeded_generator
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,7 +28,7 @@ def check_model() -> Any:
 
 def _tokens(model: Any, batch: int, pos: int, seed: int) -> Tensor:
     """Random token ids with BOS first, like the contexts the store uses."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeded_generator(seed)
     tokens = torch.randint(0, min(model.cfg.d_vocab, 2000), (batch, pos), generator=g)
     tokens[:, 0] = text.bos_id_of(model.tokenizer)
     return tokens
@@ -104,7 +104,7 @@ def test_residual_stream(residual_stream) -> None:
 
 def test_residual_norms(residual_norms) -> None:
     ex = "residual_norms"
-    g = torch.Generator().manual_seed(0)
+    g = seeded_generator(0)
     cases = [
         torch.randn(5, 3, 7, 16, generator=g) * torch.rand(5, 3, 7, 1, generator=g) * 10,
         torch.randn(2, 1, 1, 4, generator=g),
@@ -164,7 +164,7 @@ def test_stop_early_activations(stop_early_activations) -> None:
 
 def test_pack_contexts(pack_contexts) -> None:
     ex = "pack_contexts"
-    g = torch.Generator().manual_seed(0)
+    g = seeded_generator(0)
     bos = 0
     docs = [torch.randint(1, 50, (int(k),), generator=g).tolist()
             for k in torch.randint(1, 30, (12,), generator=g)]
@@ -212,7 +212,7 @@ def test_pack_contexts(pack_contexts) -> None:
 
 def test_flatten_activations(flatten_activations) -> None:
     ex = "flatten_activations"
-    g = torch.Generator().manual_seed(0)
+    g = seeded_generator(0)
     for shape in [(3, 5, 4), (1, 2, 3), (4, 1, 2), (2, 7, 1)]:
         acts = torch.randn(*shape, generator=g)
         for exclude_bos in (True, False):
@@ -240,13 +240,13 @@ def test_refill_and_split(refill_and_split) -> None:
     ex = "refill_and_split"
     cases = [(40, 24, 8, 3), (0, 32, 4, 2), (10, 5, 8, 1), (7, 1, 1, 5), (100, 100, 16, 6)]
     for seed, (n_buffer, n_new, batch_size, d) in enumerate(cases):
-        g = torch.Generator().manual_seed(100 + seed)
+        g = seeded_generator(100 + seed)
         buffer = torch.randn(n_buffer, d, generator=g)
         new = torch.randn(n_new, d, generator=g)
         exp_batches, exp_kept = ref.refill_and_split(
-            buffer, new, batch_size, torch.Generator().manual_seed(1000 + seed))
+            buffer, new, batch_size, seeded_generator(1000 + seed))
         result = call(ex, refill_and_split, buffer.clone(), new.clone(), batch_size,
-                      torch.Generator().manual_seed(1000 + seed))
+                      seeded_generator(1000 + seed))
         require(isinstance(result, tuple) and len(result) == 2, ex,
                 "return a tuple (batches, kept).")
         batches, kept = result
@@ -276,7 +276,7 @@ def test_refill_and_split(refill_and_split) -> None:
 
 def test_norm_scale_factor(norm_scale_factor) -> None:
     ex = "norm_scale_factor"
-    g = torch.Generator().manual_seed(0)
+    g = seeded_generator(0)
     cases = [
         torch.randn(200, 16, generator=g) * torch.rand(200, 1, generator=g).pow(3) * 30,
         torch.randn(1, 768, generator=g) * 1000,

@@ -40,6 +40,11 @@ def call(exercise: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> An
         ) from err
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU random generator seeded with `seed`: the checks' inputs are reproducible."""
+    return torch.Generator().manual_seed(seed)
+
+
 def _describe(t: Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}"
 

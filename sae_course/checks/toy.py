@@ -16,14 +16,10 @@ import torch
 from torch import Tensor
 
 from sae_course import toy_models as tm
-from sae_course.checks.harness import CheckFailed, call, compare, passed, require
+from sae_course.checks.harness import CheckFailed, call, compare, passed, require, seeded_generator
 from sae_course.settings import cpu_threads
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _model_with_weights(exercise: str, model_cls, n_features, d_hidden, n_inst, W, b):
@@ -54,7 +50,7 @@ _SHAPES = [  # (n_inst, d_hidden, n_features, batch): one square case so transpo
 
 def _check_forward(model_cls, exercise: str, reference, mistakes_of) -> None:
     for seed, (n_inst, d_hidden, n_features, n_batch) in enumerate(_SHAPES):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         W = torch.randn((n_inst, d_hidden, n_features), generator=g)
         b = torch.randn((n_inst, n_features), generator=g) * 0.5
         x = torch.rand((n_batch, n_inst, n_features), generator=g)
@@ -65,7 +61,7 @@ def _check_forward(model_cls, exercise: str, reference, mistakes_of) -> None:
                 what=f"the output for n_inst={n_inst}, d_hidden={d_hidden}, "
                      f"n_features={n_features}", mistakes=mistakes_of(W, b, x))
     # edge case: no feature present -> the output is ReLU(b)
-    W = torch.randn((2, 2, 5), generator=_gen(10))
+    W = torch.randn((2, 2, 5), generator=seeded_generator(10))
     b = torch.tensor([[0.3, -0.2, 0.0, 1.0, -1.0], [-0.5, 0.5, 0.1, -0.1, 0.2]])
     model = _model_with_weights(exercise, model_cls, 5, 2, 2, W, b)
     zeros = torch.zeros((3, 2, 5))
@@ -158,7 +154,7 @@ def test_generate_batch(generate_batch: Callable) -> None:
     ex = "generate_batch"
     p = torch.tensor([[0.05, 0.2, 0.5, 1.0], [0.0, 0.3, 0.7, 0.9], [0.5, 0.5, 0.5, 0.5]])
     n = 20000
-    batch = _as_tensor(ex, call(ex, generate_batch, n, p, _gen(2024)), "the batch")
+    batch = _as_tensor(ex, call(ex, generate_batch, n, p, seeded_generator(2024)), "the batch")
     require(tuple(batch.shape) == (n, 3, 4), ex,
             f"the batch should have shape (n_batch, n_inst, n_features) = {(n, 3, 4)}, got "
             f"{tuple(batch.shape)}.")
@@ -173,15 +169,16 @@ def test_generate_batch(generate_batch: Callable) -> None:
             "per feature, not one per example.")
     # exact: same generator seed -> same numbers as the reference
     for seed, shape in enumerate([(3, 5), (1, 1), (2, 7)]):
-        q = torch.rand(shape, generator=_gen(100 + seed))
+        q = torch.rand(shape, generator=seeded_generator(100 + seed))
         q[0, 0] = 1.0
         n_batch = [16, 1, 9][seed]
-        mine = _as_tensor(ex, call(ex, generate_batch, n_batch, q, _gen(seed)), "the batch")
-        g = _gen(seed)
+        batch = call(ex, generate_batch, n_batch, q, seeded_generator(seed))
+        mine = _as_tensor(ex, batch, "the batch")
+        g = seeded_generator(seed)
         mask_first = torch.rand((n_batch, *shape), generator=g) < q
         values_second = torch.rand((n_batch, *shape), generator=g)
         compare(
-            mine, tm.generate_batch(n_batch, q, _gen(seed)), exercise=ex,
+            mine, tm.generate_batch(n_batch, q, seeded_generator(seed)), exercise=ex,
             what=f"the batch for seed {seed} (your statistics are right, so this is about the "
                  "order of random draws: values first, then the mask, each one torch.rand call "
                  "of shape (n_batch, n_inst, n_features) with generator=generator)",
@@ -197,7 +194,7 @@ def test_generate_anticorrelated_batch(generate_anticorrelated_batch: Callable) 
     ex = "generate_anticorrelated_batch"
     p = torch.tensor([[0.05, 0.2, 0.5], [0.1, 0.3, 0.0]])
     n = 20000
-    batch = _as_tensor(ex, call(ex, generate_anticorrelated_batch, n, p, _gen(2024)),
+    batch = _as_tensor(ex, call(ex, generate_anticorrelated_batch, n, p, seeded_generator(2024)),
                        "the batch")
     require(tuple(batch.shape) == (n, 2, 6), ex,
             f"the batch should have shape (n_batch, n_inst, 2 * n_pairs) = {(n, 2, 6)}, got "
@@ -210,12 +207,12 @@ def test_generate_anticorrelated_batch(generate_anticorrelated_batch: Callable) 
             "dimension, then flatten.)")
     _frequency_check(ex, present, p.repeat_interleave(2, dim=-1), "feature (instance, feature)")
     for seed, shape in enumerate([(3, 2), (1, 1), (2, 4)]):
-        q = torch.rand(shape, generator=_gen(100 + seed)) * 0.5
+        q = torch.rand(shape, generator=seeded_generator(100 + seed)) * 0.5
         n_batch = [16, 1, 9][seed]
-        mine = _as_tensor(ex, call(ex, generate_anticorrelated_batch, n_batch, q, _gen(seed)),
-                          "the batch")
+        batch = call(ex, generate_anticorrelated_batch, n_batch, q, seeded_generator(seed))
+        mine = _as_tensor(ex, batch, "the batch")
         compare(
-            mine, tm.generate_anticorrelated_batch(n_batch, q, _gen(seed)), exercise=ex,
+            mine, tm.generate_anticorrelated_batch(n_batch, q, seeded_generator(seed)), exercise=ex,
             what=f"the batch for seed {seed} (your statistics are right, so check the order of "
                  "random draws: values (n_batch, n_inst, 2*n_pairs), then pair activity, then "
                  "the coin (each (n_batch, n_inst, n_pairs)), all with generator=generator; the "
@@ -234,7 +231,7 @@ def test_importance_weighted_loss(loss_fn: Callable) -> None:
     ex = "importance_weighted_loss"
     cases = [((8, 3, 5), (3, 5)), ((1, 2, 4), (4,)), ((6, 1, 3), (1, 3)), ((5, 4, 2), (4, 1))]
     for seed, (shape, imp_shape) in enumerate(cases):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         x = torch.rand(shape, generator=g)
         out = torch.rand(shape, generator=g)
         imp = torch.rand(imp_shape, generator=g) + 0.1
@@ -258,7 +255,7 @@ def test_importance_weighted_loss(loss_fn: Callable) -> None:
         compare(mine, tm.importance_weighted_loss(out, x, imp), exercise=ex,
                 what=f"the loss for out/features of shape {shape} and importance of shape "
                      f"{imp_shape}", mistakes=mistakes)
-    x = torch.rand((4, 2, 3), generator=_gen(9))
+    x = torch.rand((4, 2, 3), generator=seeded_generator(9))
     compare(call(ex, loss_fn, x.clone(), x, torch.ones(2, 3)), torch.tensor(0.0), exercise=ex,
             what="the loss of a perfect reconstruction")
     passed(ex, "matches the reference (mean over batch, importance-weighted sum over features, "
@@ -312,7 +309,7 @@ def _test_train(train: Callable) -> None:
     base = tm.ToyModel(5, 2, n_inst=4, feature_probability=p, importance=importance, seed=3)
 
     def batches(seed):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         return lambda: tm.generate_batch(256, base.feature_probability, g)
 
     def loss_fn(out, x):
@@ -372,7 +369,7 @@ def test_feature_dimensionality(feature_dimensionality: Callable) -> None:
     """feature_dimensionality(W [n_inst, d_hidden, n_features]) -> [n_inst, n_features]."""
     ex = "feature_dimensionality"
     for seed, shape in enumerate([(3, 2, 5), (2, 4, 7), (1, 3, 3)]):
-        W = torch.randn(shape, generator=_gen(seed))
+        W = torch.randn(shape, generator=seeded_generator(seed))
         norms = W.norm(dim=1)
         W_hat = W / norms.unsqueeze(1)
         raw = torch.einsum("ihf,ihg->ifg", W, W)
@@ -405,7 +402,7 @@ def test_feature_dimensionality(feature_dimensionality: Callable) -> None:
 def test_norms_and_interference(norms_and_interference: Callable) -> None:
     """norms_and_interference(W) -> (norms [n_inst, n_features], interference [...])."""
     ex = "norms_and_interference"
-    inputs = [("random W of shape " + str(s), torch.randn(s, generator=_gen(i)))
+    inputs = [("random W of shape " + str(s), torch.randn(s, generator=seeded_generator(i)))
               for i, s in enumerate([(3, 2, 5), (2, 4, 7), (1, 3, 3)])]
     for what, W in inputs + _geometries():
         result = call(ex, norms_and_interference, W)

@@ -14,12 +14,7 @@ from torch import Tensor
 
 from sae_course import evaluation as ev
 from sae_course import sae as ref
-from sae_course.checks.harness import CheckFailed, call, compare, passed, require
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
+from sae_course.checks.harness import CheckFailed, call, compare, passed, require, seeded_generator
 
 # --------------------------------------------------------------------------- relu_encode
 
@@ -28,7 +23,7 @@ def test_relu_encode(relu_encode: Callable) -> None:
     ex = "relu_encode"
     cases = [(5, 4, 7), (1, 3, 3), (8, 6, 12)]
     for seed, (n, d_in, d_sae) in enumerate(cases):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         x = torch.randn(n, d_in, generator=g)
         W_enc = torch.randn(d_in, d_sae, generator=g)
         b_enc = torch.randn(d_sae, generator=g) * 0.5
@@ -43,7 +38,7 @@ def test_relu_encode(relu_encode: Callable) -> None:
             "you forgot b_enc": torch.relu((x - b_dec) @ W_enc),
         })
     # edge case: x equal to b_dec -> relu(b_enc)
-    b_dec = torch.randn(4, generator=_gen(9))
+    b_dec = torch.randn(4, generator=seeded_generator(9))
     b_enc = torch.tensor([0.5, -0.5, 0.0])
     got = call(ex, relu_encode, b_dec[None].clone(), torch.randn(4, 3), b_enc, b_dec)
     compare(got, torch.relu(b_enc)[None], exercise=ex,
@@ -57,7 +52,7 @@ def test_relu_encode(relu_encode: Callable) -> None:
 def test_l1_loss(l1_loss: Callable) -> None:
     ex = "l1_loss"
     for seed, (n, d_sae, d_in) in enumerate([(9, 7, 7), (6, 10, 4), (1, 5, 3)]):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         latents = torch.relu(torch.randn(n, d_sae, generator=g))
         W_dec = torch.randn(d_sae, d_in, generator=g) * 2
         coef = 0.3 + seed
@@ -89,8 +84,8 @@ def test_l1_loss(l1_loss: Callable) -> None:
                     mistakes=mistakes)
             require(got.dim() == 0, ex, "the loss should be a scalar (0-dim tensor).")
     # signed latents (e.g. before a ReLU): the L1 takes absolute values
-    latents = torch.randn(5, 6, generator=_gen(11))
-    W_dec = torch.randn(6, 3, generator=_gen(12))
+    latents = torch.randn(5, 6, generator=seeded_generator(11))
+    W_dec = torch.randn(6, 3, generator=seeded_generator(12))
     for weighted in (True, False):
         W = W_dec if weighted else None
         compare(call(ex, l1_loss, latents.clone(), W_dec.clone(), 0.5, weighted),
@@ -109,7 +104,7 @@ def test_l1_loss(l1_loss: Callable) -> None:
 def test_remove_parallel_grad(remove_parallel_grad: Callable) -> None:
     ex = "remove_parallel_grad"
     for seed, (d_sae, d_in, unit) in enumerate([(6, 4, True), (5, 5, False), (3, 8, False)]):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         W_dec = torch.randn(d_sae, d_in, generator=g)
         if unit:
             W_dec = ref.normalize_rows(W_dec)
@@ -145,7 +140,7 @@ def test_remove_parallel_grad(remove_parallel_grad: Callable) -> None:
 def test_topk_activation(topk_activation: Callable) -> None:
     ex = "topk_activation"
     for seed, (n, d_sae, k) in enumerate([(5, 10, 3), (1, 6, 1), (7, 8, 8)]):
-        pre = torch.randn(n, d_sae, generator=_gen(seed)) * 2
+        pre = torch.randn(n, d_sae, generator=seeded_generator(seed)) * 2
         expected = ref.topk_activation(pre, k)
         got = call(ex, topk_activation, pre.clone(), k)
         v, i = pre.topk(k, dim=-1)
@@ -162,7 +157,7 @@ def test_topk_activation(topk_activation: Callable) -> None:
         compare(got, expected, exercise=ex, what=f"the latents (k={k}, d_sae={d_sae})",
                 mistakes=mistakes)
     # all negative: every latent is 0
-    pre = -torch.rand(3, 5, generator=_gen(5)) - 0.1
+    pre = -torch.rand(3, 5, generator=seeded_generator(5)) - 0.1
     compare(call(ex, topk_activation, pre.clone(), 2), torch.zeros(3, 5), exercise=ex,
             what="the latents of all-negative pre-activations (should all be 0)",
             mistakes={"the ReLU is missing": torch.zeros_like(pre).scatter(
@@ -184,7 +179,7 @@ def test_auxk_loss(auxk_loss: Callable) -> None:
     for seed, (n, d_sae, d_in, n_dead, k_aux) in enumerate(
         [(6, 12, 4, 5, 3), (4, 10, 3, 2, 256), (1, 8, 5, 8, 4)]
     ):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         pre = torch.randn(n, d_sae, generator=g)
         W_dec = torch.randn(d_sae, d_in, generator=g)
         residual = torch.randn(n, d_in, generator=g)
@@ -244,7 +239,7 @@ def _aux_lat(pre: Tensor, dead: Tensor, k: int) -> Tensor:
 def test_batchtopk_activation(batchtopk_activation: Callable) -> None:
     ex = "batchtopk_activation"
     for seed, (n, d_sae, k) in enumerate([(6, 10, 2), (1, 7, 3), (5, 4, 4)]):
-        pre = torch.randn(n, d_sae, generator=_gen(seed)) * 2
+        pre = torch.randn(n, d_sae, generator=seeded_generator(seed)) * 2
         expected = ref.batchtopk_activation(pre, k)
         got = call(ex, batchtopk_activation, pre.clone(), k)
         flat = pre.reshape(-1)
@@ -275,7 +270,7 @@ def test_jumprelu_function(JumpReLUFunction) -> None:
     require(hasattr(JumpReLUFunction, "apply"), ex,
             "JumpReLUFunction should subclass torch.autograd.Function.")
     for seed, (n, d_sae, bw) in enumerate([(64, 6, 0.5), (32, 4, 0.2), (1, 5, 1.0)]):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         z = torch.randn(n, d_sae, generator=g, dtype=torch.float64)
         theta = (torch.rand(d_sae, generator=g, dtype=torch.float64) * 0.8 + 0.1)
         upstream = torch.randn(n, d_sae, generator=g, dtype=torch.float64)
@@ -319,7 +314,7 @@ def test_jumprelu_function(JumpReLUFunction) -> None:
 def test_mean_max_cosine_similarity(mean_max_cosine_similarity: Callable) -> None:
     ex = "mean_max_cosine_similarity"
     for seed, (n_feat, d_sae, d) in enumerate([(5, 8, 4), (6, 3, 5), (4, 4, 4)]):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         true = torch.randn(n_feat, d, generator=g) * 3
         W_dec = torch.randn(d_sae, d, generator=g) * torch.rand(d_sae, 1, generator=g).add(0.2)
         expected = ev.mean_max_cosine_similarity(true, W_dec)
@@ -341,7 +336,7 @@ def test_mean_max_cosine_similarity(mean_max_cosine_similarity: Callable) -> Non
                 })
         require(got.dim() == 0, ex, "MMCS should be a scalar.")
     # a decoder holding every feature (rescaled, plus extra rows) scores 1
-    true = torch.randn(3, 4, generator=_gen(7))
+    true = torch.randn(3, 4, generator=seeded_generator(7))
     W_dec = torch.cat([true * 5, -true])
     compare(call(ex, mean_max_cosine_similarity, true, W_dec), torch.tensor(1.0), exercise=ex,
             what="MMCS when every feature is a (rescaled) decoder row",
@@ -358,7 +353,7 @@ def test_geometric_median(geometric_median: Callable) -> None:
     n_iter = 200
     cases = []
     for seed, (n, d) in enumerate([(20, 3), (7, 2), (50, 5)]):
-        g = _gen(seed)
+        g = seeded_generator(seed)
         pts = torch.randn(n, d, generator=g, dtype=torch.float64)
         pts[0] = pts[0] * 20  # an outlier
         cases.append(pts)
