@@ -49,12 +49,16 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from sae_course.files import save_safetensors_atomic, write_json_atomic
+from sae_course.settings import stream_generator
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 L1_VARIANTS = ("weighted", "unit_norm")
 WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSE_MIN_D_SAE = 2048  # the sparse TopK path pays off from about this many latents
 CONFIG_FILE = "cfg.json"
+INIT_STREAM = "sae.init"
+"""The stream key of the initial weights: `SAE(seed=s)` draws from
+`stream_generator(INIT_STREAM, s)`, never the stream of synthetic features with the same seed."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +436,12 @@ class SAEOutput:
 
 
 class SAE(nn.Module):
-    """A sparse autoencoder: x_hat = decode(encode(x)). See the module docstring."""
+    """A sparse autoencoder: x_hat = decode(encode(x)). See the module docstring.
+
+    The initial weights come from `stream_generator(INIT_STREAM, seed)` (`seed=None`: a seed
+    drawn from the global torch RNG), so a fresh SAE shares no random numbers with data made
+    from the same seed.
+    """
 
     def __init__(
         self, cfg: SAEConfig, device: str | torch.device = "cpu",
@@ -441,7 +450,7 @@ class SAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         d_in, d_sae = cfg.d_in, cfg.d_sae
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = stream_generator(INIT_STREAM, seed)
         W_dec = normalize_rows(torch.randn(d_sae, d_in, generator=gen, dtype=torch.float64))
         self.W_dec = nn.Parameter(W_dec.to(device=device, dtype=dtype))
         if cfg.tied_init:

@@ -10,6 +10,7 @@ CPU or a small GPU, `gpu` a proper accelerator.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 from collections.abc import Iterator
@@ -114,6 +115,20 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def stream_generator(stream: str, seed: int | None = None) -> torch.Generator:
+    """A CPU generator for one purpose (`stream`, e.g. "sae.init"), seeded from a hash of
+    (stream, seed): two purposes get independent numbers even when given the same seed, and
+    neither repeats `torch.manual_seed(seed)` or `torch.Generator().manual_seed(seed)`.
+
+    `seed=None` draws the seed from the global torch RNG, so `torch.manual_seed` still makes
+    the result reproducible. The same (stream, seed) always gives the same numbers.
+    """
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    digest = hashlib.sha256(f"sae_course:{stream}:{seed}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 @contextlib.contextmanager

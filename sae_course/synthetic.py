@@ -14,6 +14,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sae_course.settings import stream_generator
+
+FEATURES_STREAM = "synthetic.features"
+"""The stream key of the feature directions (and offset): never the SAE's "sae.init"."""
+
 
 class SyntheticFeatures:
     """Known features in superposition.
@@ -22,7 +27,9 @@ class SyntheticFeatures:
     fires (probability p_i) and 0 otherwise. `magnitude_i = importance_decay ** i`.
     With `correlation > 0`, features come in groups of `group_size`: when any feature of a
     group fires, each other feature of the group also fires with probability `correlation`
-    (this raises the firing rates above p). Directions are random unit vectors (seeded).
+    (this raises the firing rates above p). Directions are random unit vectors drawn from
+    `stream_generator(FEATURES_STREAM, seed)`: a stream of their own, so an SAE built with the
+    same seed does not start at the answer.
     `offset` adds a constant vector of that norm to every token (a mean away from the origin,
     as language-model activations have; it is what b_dec is for).
     """
@@ -43,7 +50,7 @@ class SyntheticFeatures:
         p = torch.as_tensor(feature_probability, dtype=torch.float32).expand(n_features).clone()
         if (p < 0).any() or (p > 1).any():
             raise ValueError("feature_probability must lie in [0, 1].")
-        gen = torch.Generator().manual_seed(seed)
+        gen = stream_generator(FEATURES_STREAM, seed)
         directions = torch.randn(n_features, d, generator=gen, dtype=torch.float64)
         directions = directions / directions.norm(dim=-1, keepdim=True)
         self.n_features, self.d = n_features, d

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sae_course.settings import get_settings, pick_device, seed_everything
+from sae_course.settings import get_settings, pick_device, seed_everything, stream_generator
 
 
 def test_defaults_on_a_cpu_machine(monkeypatch):
@@ -60,3 +60,19 @@ def test_seed_everything_repeats():
     a = torch.rand(3, generator=seed_everything(5)), torch.rand(3)
     b = torch.rand(3, generator=seed_everything(5)), torch.rand(3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_stream_generator_repeats_and_keeps_streams_apart():
+    """Same (stream, seed): same numbers; another stream, or the plain seed: other numbers."""
+    def draw(g: torch.Generator) -> torch.Tensor:
+        return torch.randn(8, generator=g)
+
+    assert torch.equal(draw(stream_generator("a", 3)), draw(stream_generator("a", 3)))
+    assert not torch.equal(draw(stream_generator("a", 3)), draw(stream_generator("b", 3)))
+    assert not torch.equal(draw(stream_generator("a", 3)), draw(torch.Generator().manual_seed(3)))
+    torch.manual_seed(3)
+    from_global = draw(stream_generator("a"))
+    torch.manual_seed(3)
+    assert torch.equal(draw(stream_generator("a")), from_global)
+    torch.manual_seed(3)
+    assert not torch.equal(from_global, torch.randn(8))
