@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sae_course.storyworld.contexts import STORIES_PER_ROUND, round_seed
+
 # The corpus GPT-2 activations are harvested from by default: 10k documents of the Pile,
 # a small parquet dataset that streams quickly. ("Skylion007/openwebtext", GPT-2's own
 # training distribution, on which the public GPT-2 SAEs were trained, works too.)
@@ -221,7 +223,7 @@ def contexts_for_model(
             if source == "hf":
                 chunk = list(islice(texts, batch))
             elif source == "storyworld":
-                chunk = storyworld_texts(batch, seed * 100_003 + round_)
+                chunk = storyworld_texts(STORIES_PER_ROUND, round_seed(seed, round_))
             else:
                 raise ValueError(
                     f"Unknown text source {source!r}: choose one of {', '.join(SOURCES)}."

@@ -16,6 +16,7 @@ TransformerLens' `to_tokens` makes it, and stories start after BOS/EOS.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=sw.MODEL_DIR)
-    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--vocab-size", type=int, default=3072)
     p.add_argument("--tokenizer-stories", type=int, default=20_000)
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=192)
@@ -59,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--eval-contexts", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--card-only", action="store_true",
+                   help="re-measure the saved model in --out and rewrite its MODEL_CARD.md")
     p.add_argument("--benchmark", type=int, default=0, metavar="STEPS",
                    help="time this many training steps, print tokens/s and exit (saves nothing)")
     return p.parse_args(argv)
@@ -165,7 +168,7 @@ def topic_keeping(model, tok, n: int, seed: int, new_tokens: int = 30) -> tuple[
     return kept / n, n
 
 
-def save_atomic(out: Path, model, tok, card: str) -> None:
+def save_atomic(out: Path, model, tok, card: str, stats: dict) -> None:
     """Write everything into a temporary folder beside `out`, then swap it in."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -174,6 +177,7 @@ def save_atomic(out: Path, model, tok, card: str) -> None:
         tok.save_pretrained(tmp)
         (tmp / "generation_config.json").unlink(missing_ok=True)
         (tmp / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        (tmp / "training_stats.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp makes it private; the package folder should not be
         for f in tmp.iterdir():
             f.chmod(0o644)
@@ -191,6 +195,9 @@ def save_atomic(out: Path, model, tok, card: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.card_only:
+        write_full_card(args.out)
+        return
     command = "nice -n 10 .venv/bin/python scripts/train_offline_model.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     seed_all(args.seed, args.threads)
@@ -251,55 +258,122 @@ def main(argv: list[str] | None = None) -> None:
     import tokenizers
     import transformers
 
-    card = f"""# StoryWorld offline model
+    stats = dict(
+        command=command.strip(), seed=args.seed, vocab=len(tok),
+        tokenizer_stories=args.tokenizer_stories, n_layer=args.n_layer, n_embd=args.n_embd,
+        n_head=args.n_head, n_positions=args.n_positions, n_params=n_params, steps=steps,
+        batch_size=args.batch_size, tokens=tokens, lr=args.lr, warmup=args.warmup,
+        weight_decay=args.weight_decay, threads=args.threads, eval_contexts=args.eval_contexts,
+        train_minutes=train_time / 60, total_minutes=(time.time() - t0) / 60,
+        tokens_per_s=tokens / train_time, machine=platform.machine(),
+        final_train=final_train, final_eval=final_eval, entropy=entropy,
+        keep_rate=keep_rate, keep_n=keep_n,
+        versions=f"torch {torch.__version__}, transformers {transformers.__version__}, "
+                 f"tokenizers {tokenizers.__version__}, Python {platform.python_version()}",
+        written=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    # Save the model first (with the card's training half), then measure the tables.
+    save_atomic(args.out, model, tok, render_card(stats, None), stats)
+    size = sum(f.stat().st_size for f in args.out.iterdir())
+    print(f"saved {args.out} ({size / 1e6:.2f} MB)", flush=True)
+    write_full_card(args.out)
+
+
+def render_card(stats: dict, tables: str | None) -> str:
+    """MODEL_CARD.md from the training statistics and (once measured) the result tables."""
+    s = stats
+    subtopics = "; ".join(f"{t}: {', '.join(subs)}" for t, subs in sw.SUBTOPICS_OF.items())
+    bias = ", ".join(f"{t} {p:.2f}" for t, p in sw.SENTIMENT_BIAS.items())
+    return f"""# StoryWorld offline model
 
 A small GPT-2-architecture language model (Hugging Face `GPT2LMHeadModel`) trained from scratch
-on StoryWorld (`sae_course.storyworld`), the course's synthetic language whose generating
-factors (topic, sentiment, tense, number, quotes, lists, entities and their facts) are known
-for every token. It loads offline through `TransformerBridge.boot_transformers(MODEL_DIR)`.
+on StoryWorld 2 (`sae_course.storyworld`), the course's synthetic language whose generating
+factors (topic and subtopic, sentiment, tense, number, quotes, lists, counting, entities and
+their facts) are known for every token. It loads offline through
+`TransformerBridge.boot_transformers(MODEL_DIR)`.
 
 ## Data
-- StoryWorld world seed {sw.WORLD.seed}; {len(sw.TOPICS)} topics: {", ".join(sw.TOPICS)}.
-- Tokenizer: byte-level BPE (`tokenizers.ByteLevelBPETokenizer`), vocab {len(tok)}, trained on
-  {args.tokenizer_stories:,} stories (`sample_texts(n, seed={args.seed + TOKENIZER_SEED_OFFSET})`);
+- StoryWorld world seed {sw.WORLD.seed}; {len(sw.TOPICS)} topics, each with its own subtopics
+  ({subtopics}).
+- {len(sw.WORLD.characters)} characters and {len(sw.CITY_COUNTRY)} cities with fixed facts
+  (job, pronoun, pet, home city; a city's country); characters and trip destinations are drawn
+  with Zipf weights 1/rank (exponent {sw.ZIPF_EXPONENT}).
+- One deliberate correlation: P(positive sentiment | topic) = {bias}.
+- Tokenizer: byte-level BPE (`tokenizers.ByteLevelBPETokenizer`), vocab {s["vocab"]}, trained on
+  {s["tokenizer_stories"]:,} stories (`sample_texts(n, seed={s["seed"] + TOKENIZER_SEED_OFFSET})`);
   BOS = EOS = UNK = `{sw.BOS_TOKEN}`.
-- Training contexts: {args.n_positions} tokens each: `{sw.BOS_TOKEN}` + {args.n_positions - 1}
-  tokens of a stream of freshly generated stories (story seed {args.seed + TRAIN_SEED_OFFSET}),
+- Training contexts: {s["n_positions"]} tokens each: `{sw.BOS_TOKEN}` + {s["n_positions"] - 1}
+  tokens of a stream of freshly generated stories (story seed {s["seed"] + TRAIN_SEED_OFFSET}),
   every story preceded by `{sw.BOS_TOKEN}`. Each context is seen once.
-- Evaluation: {args.eval_contexts} contexts packed the same way from story seed
-  {args.seed + EVAL_SEED_OFFSET}, never used in training.
+- Evaluation: {s["eval_contexts"]} contexts packed the same way from story seed
+  {s["seed"] + EVAL_SEED_OFFSET}, never used in training.
 
 ## Model
-- n_layer {args.n_layer}, n_embd {args.n_embd}, n_head {args.n_head}, n_positions
-  {args.n_positions}, tied embeddings, no dropout: {n_params:,} parameters.
+- n_layer {s["n_layer"]}, n_embd {s["n_embd"]}, n_head {s["n_head"]}, n_positions
+  {s["n_positions"]}, tied embeddings, no dropout: {s["n_params"]:,} parameters.
 
 ## Training
-- Seed {args.seed}; {steps} steps of batch {args.batch_size}: {tokens:,} tokens.
-- AdamW (betas 0.9/0.95, weight decay {args.weight_decay} on matrices), lr {args.lr}, linear
-  warm-up {args.warmup} steps then cosine to 10%; gradient clipping 1.0.
-- Deterministic: `torch.use_deterministic_algorithms(True)`, {args.threads} torch threads, CPU.
-- Wall time: {train_time / 60:.1f} min of training ({tokens / train_time:,.0f} tokens/s) on
-  {platform.machine()} CPU shared with other jobs; {(time.time() - t0) / 60:.1f} min in all.
+- Seed {s["seed"]}; {s["steps"]} steps of batch {s["batch_size"]}: {s["tokens"]:,} tokens.
+- AdamW (betas 0.9/0.95, weight decay {s["weight_decay"]} on matrices), lr {s["lr"]}, linear
+  warm-up {s["warmup"]} steps then cosine to 10%; gradient clipping 1.0.
+- Deterministic: `torch.use_deterministic_algorithms(True)`, {s["threads"]} torch threads, CPU.
+- Wall time: {s["train_minutes"]:.1f} min of training ({s["tokens_per_s"]:,.0f} tokens/s) on
+  {s["machine"]} CPU shared with other jobs; {s["total_minutes"]:.1f} min in all.
 
 ## Results
-- Final train loss (mean of the last 100 steps): {final_train:.4f} nats/token.
-- Eval loss: {final_eval:.4f} nats/token.
-- Unigram entropy of the eval tokens: {entropy:.4f} nats/token
-  (loss / entropy = {final_eval / entropy:.3f}).
-- Topic kept by greedy continuations of {keep_n} story prompts: {keep_rate:.2f}
+- Final train loss (mean of the last 100 steps): {s["final_train"]:.4f} nats/token.
+- Eval loss: {s["final_eval"]:.4f} nats/token.
+- Unigram entropy of the eval tokens: {s["entropy"]:.4f} nats/token
+  (loss / entropy = {s["final_eval"] / s["entropy"]:.3f}).
+- Topic kept by greedy continuations of {s["keep_n"]} story prompts: {s["keep_rate"]:.2f}
   (chance {1 / len(sw.TOPICS):.3f}).
+{tables or "- (behavioural and probe tables not measured yet: run with --card-only)"}
 
 ## Reproduce
 ```
-{command.strip()}
+{s["command"]}
 ```
-torch {torch.__version__}, transformers {transformers.__version__}, tokenizers
-{tokenizers.__version__}, Python {platform.python_version()}.
-Written {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}.
+{s["versions"]}.
+Written {s["written"]}.
 """
-    save_atomic(args.out, model, tok, card)
-    size = sum(f.stat().st_size for f in args.out.iterdir())
-    print(f"saved {args.out} ({size / 1e6:.2f} MB)", flush=True)
+
+
+def measure_tables(out: Path) -> str:
+    """The behavioural table and the probe table of the model saved in `out`, as Markdown."""
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from sae_course import probing
+    from sae_course.storyworld import behaviour
+
+    tok = AutoTokenizer.from_pretrained(str(out))
+    model = GPT2LMHeadModel.from_pretrained(str(out)).eval()
+    rows = behaviour.behaviour_table(model, tok)
+    probes = probing.story_factor_probe_table(model, tok)
+    return f"""
+## Behaviour (measured on fresh stories, seed {behaviour.BEHAVIOUR_SEED})
+Minimal pairs: at each slot the true next word against one the factor rules out; the share of
+slots where the model prefers the true text. Fact recall: the true object ranked first among all
+objects of its relation (common = the {behaviour.N_COMMON} most common characters and 12 most
+common cities; rare = the {behaviour.N_RARE} rarest characters and 12 rarest cities).
+`tests/test_storyworld_model.py` fails if any row falls below its threshold.
+
+{behaviour.format_table(rows)}
+
+## Linear probes (story-level factors, residual stream, held-out stories)
+{probing.format_probe_table(probes)}
+"""
+
+
+def write_full_card(out: Path) -> None:
+    """Measure the tables of the saved model and rewrite its card (atomically)."""
+    import json
+
+    from sae_course.files import write_text_atomic
+
+    stats = json.loads((out / "training_stats.json").read_text())
+    tables = measure_tables(out)
+    write_text_atomic(out / "MODEL_CARD.md", render_card(stats, tables))
+    print(tables, flush=True)
 
 
 if __name__ == "__main__":
