@@ -146,7 +146,8 @@ def bos_id_of(tokenizer: Any) -> int:
 
 def tokenize_texts(texts: Iterable[str], tokenizer: Any) -> list[list[int]]:
     """Token ids of each text, without any special token added."""
-    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    # verbose=False: a document longer than one context is normal here (it is packed next).
+    return [tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts]
 
 
 def pack_contexts(token_lists: Iterable[list[int]], context_len: int, bos_id: int) -> Tensor:

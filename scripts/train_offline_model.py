@@ -338,6 +338,33 @@ Written {s["written"]}.
 """
 
 
+FREQ_CONTEXTS = 400
+FREQ_SEED = 888_001  # the card's frequency count: a story seed apart from the training data's
+
+
+def label_frequencies(tok) -> str:
+    """How often each kind of label occurs, and how Zipfian the characters' tail is."""
+    from collections import Counter
+
+    ctx = sw.labelled_contexts(tok, FREQ_CONTEXTS, seed=FREQ_SEED)
+    names = ["sentiment_word=positive", "sentiment_word=negative", "in_quote", "in_list",
+             "in_fact", "is_number", "entity_type=character", "entity_type=city",
+             "entity_type=country", "entity_type=pet", "plural", "verb_tense=past"]
+    m = ctx.features(names + ["special"]).reshape(-1, len(names) + 1)
+    m = m[~m[:, -1]][:, :-1].float()
+    shares = ", ".join(f"`{n}` {float(v):.3f}" for n, v in zip(names, m.mean(0), strict=True))
+    topical = sum(1 for row in ctx.labels for lab in row if lab["subtopic_word"])
+    total = int((ctx.tokens != sw.bos_id(tok)).sum())
+    heroes = Counter(s.factors["hero"] for s in ctx.stories)
+    ranks = [1, 2, 5, 10, 20, 50, 100, len(sw.WORLD.names)]
+    tail = ", ".join(f"rank {r} ({sw.WORLD.names[r - 1]}) {heroes[sw.WORLD.names[r - 1]]}"
+                     for r in ranks)
+    seen = sum(1 for n in sw.WORLD.names if heroes[n])
+    return (f"- {shares}; subtopic words {topical / total:.3f}.\n"
+            f"- Heroes of the {len(ctx.stories):,} stories by Zipf rank: {tail}; "
+            f"{seen} of {len(sw.WORLD.names)} characters appear as a hero.")
+
+
 def measure_tables(out: Path) -> str:
     """The behavioural table and the probe table of the model saved in `out`, as Markdown."""
     from transformers import AutoTokenizer, GPT2LMHeadModel
@@ -350,6 +377,9 @@ def measure_tables(out: Path) -> str:
     rows = behaviour.behaviour_table(model, tok)
     probes = probing.story_factor_probe_table(model, tok)
     return f"""
+## Label frequencies (share of non-BOS tokens, {FREQ_CONTEXTS} contexts of fresh text)
+{label_frequencies(tok)}
+
 ## Behaviour (measured on fresh stories, seed {behaviour.BEHAVIOUR_SEED})
 Minimal pairs: at each slot the true next word against one the factor rules out; the share of
 slots where the model prefers the true text. Fact recall: the true object ranked first among all

@@ -221,6 +221,15 @@ def minimal_pairs(stories: Sequence[Story], factor: str, max_pairs: int = 400,
 LogitsFn = Callable[[Tensor], Tensor]
 
 
+def _context_length(model: Any) -> int | None:
+    """The longest input `model` takes (a Hugging Face config or a TransformerLens cfg)."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "n_positions", None):
+        return int(config.n_positions)
+    cfg = getattr(model, "cfg", None)
+    return int(cfg.n_ctx) if cfg is not None and getattr(cfg, "n_ctx", None) else None
+
+
 def _logits_fn(model: Any) -> LogitsFn:
     def run(tokens: Tensor) -> Tensor:
         out = model(tokens)
@@ -233,13 +242,17 @@ def _logits_fn(model: Any) -> LogitsFn:
 def continuation_logprobs(model: Any, tokenizer: Any, prefix_and_options: list[list[str]],
                           batch_size: int = 64, progress: bool = False) -> list[list[float]]:
     """For each group of texts that share a beginning, the log-probability the model gives each
-    text from the first token where they differ to the end (BOS is put in front)."""
+    text from the first token where they differ to the end (BOS is put in front; a group
+    longer than the model's context loses the same number of tokens after BOS in every text)."""
     run = _logits_fn(model)
     bos = bos_id(tokenizer)
+    max_len = _context_length(model)
     seqs: list[list[int]] = []
     starts: list[int] = []
     for group in prefix_and_options:
-        ids = [[bos] + tokenizer(t, add_special_tokens=False)["input_ids"] for t in group]
+        ids = [tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in group]
+        cut = max(0, max(len(x) for x in ids) + 1 - max_len) if max_len else 0
+        ids = [[bos] + x[cut:] for x in ids]
         common = min(len(x) for x in ids)
         p = next((j for j in range(common) if len({x[j] for x in ids}) > 1), common)
         for x in ids:

@@ -49,7 +49,8 @@ def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]
         enc = tokenizer.encode(text, add_special_tokens=False)
         return list(enc.ids), [tuple(o) for o in enc.offsets]
     try:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                        verbose=False)  # a story may be longer than one context
     except (NotImplementedError, TypeError, ValueError) as err:
         raise TypeError(
             "labelled_tokens needs a fast tokenizer that returns offsets (a transformers "
