@@ -177,6 +177,22 @@ def unnormalize(acts: Tensor, scale: Tensor | float) -> Tensor:
     return acts / scale
 
 
+@torch.no_grad()
+def fold_scale_into_sae(sae: Any, scale: Tensor | float) -> None:
+    """Make an SAE trained on `normalize(x, scale)` take raw `x` and return raw reconstructions.
+
+    With s = scale: pre = (s x - b_dec) W_enc + b_enc = (x - b_dec / s)(s W_enc) + b_enc, and
+    x_hat / s = z (W_dec / s) + b_dec / s. So W_enc is multiplied by s and W_dec, b_dec divided
+    by it; the latents (and any threshold on them) do not change at all.
+    """
+    s = float(scale)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"The normalisation scale must be a finite number > 0, got {s}.")
+    sae.W_enc.mul_(s)
+    sae.W_dec.div_(s)
+    sae.b_dec.div_(s)
+
+
 # ---------------------------------------------------------------- disk cache
 
 

@@ -151,3 +151,23 @@ def test_cache_needs_a_data_key_for_streams(model, tmp_path):
     with pytest.raises(ValueError, match="data_key"):
         A.ActivationStore(model, iter([]), "blocks.0.hook_resid_pre", cache_dir=tmp_path,
                           batch_size=8, buffer_mb=1.0, progress=False)
+
+
+def test_fold_scale_into_sae_gives_raw_units():
+    from sae_course.activations import fold_scale_into_sae, normalize, unnormalize
+    from sae_course.sae import SAE, SAEConfig
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 16) * 7.0
+    for arch, k in (("topk", 4), ("relu", None)):
+        sae = SAE(SAEConfig(d_in=16, d_sae=32, architecture=arch, k=k), seed=1)
+        with torch.no_grad():
+            sae.b_dec.normal_()
+        scale = 0.37
+        expected_z = sae.encode(normalize(x, scale))
+        expected_x = unnormalize(sae.decode(expected_z), scale)
+        fold_scale_into_sae(sae, scale)
+        torch.testing.assert_close(sae.encode(x), expected_z)
+        torch.testing.assert_close(sae.decode(sae.encode(x)), expected_x)
+    with pytest.raises(ValueError, match="scale"):
+        fold_scale_into_sae(sae, 0.0)
