@@ -100,30 +100,48 @@ class ProbeResult:
 def story_factor_probe_table(model: Any, tokenizer: Any, n_contexts: int = 160,
                              factors: Sequence[str] | None = None, seed: int = PROBE_SEED,
                              test_every: int = 4) -> list[ProbeResult]:
-    """Probe accuracy of every story-level factor at every layer, on held-out stories.
+    """Probe accuracy of every story-level factor at every layer of a Hugging Face GPT-2
+    model, on held-out stories (see `probe_story_factors`)."""
+    from sae_course.storyworld import labelled_contexts
 
-    Tokens come from `storyworld.labelled_contexts` (BOS excluded); a token's story goes to the
-    test set when its index is a multiple of `test_every`. Chance is the test share of the most
-    common class.
-    """
-    from sae_course.storyworld import STORY_FACTOR_VALUES, STORY_FACTORS, labelled_contexts
-
-    factors = list(factors or STORY_FACTORS)
     ctx = labelled_contexts(tokenizer, n_contexts, seed=seed)
     names, resid = residual_streams(model, ctx.tokens)
-    keep = ctx.story_index.flatten() >= 0
-    test = (ctx.story_index.flatten() % test_every == 0) & keep
+    return probe_story_factors(resid, names, ctx, factors, test_every)
+
+
+def probe_story_factors(resid: Tensor, layer_names: Sequence[str], contexts: Any,
+                        factors: Sequence[str] | None = None, test_every: int = 4,
+                        progress: bool = True) -> list[ProbeResult]:
+    """Fit one probe per (story-level factor, layer) and score it on held-out stories.
+
+    resid: [n_layers, n_contexts, context_len, d] residual streams of `contexts` (a
+    `storyworld.LabelledContexts`). BOS positions are left out; a token's story goes to the test
+    set when its index is a multiple of `test_every`, so no story is in both sets. Chance is the
+    test share of the most common class.
+    """
+    from sae_course.storyworld import STORY_FACTOR_VALUES, STORY_FACTORS
+
+    if resid.ndim != 4 or tuple(resid.shape[1:3]) != tuple(contexts.tokens.shape):
+        raise ValueError(f"resid must be [n_layers, {contexts.tokens.shape[0]}, "
+                         f"{contexts.tokens.shape[1]}, d] for these contexts, got "
+                         f"{tuple(resid.shape)}.")
+    if len(layer_names) != len(resid):
+        raise ValueError(f"{len(layer_names)} layer names for {len(resid)} layers.")
+    factors = list(factors or STORY_FACTORS)
+    story = contexts.story_index.flatten()
+    keep = story >= 0
+    test = (story % test_every == 0) & keep
     train = keep & ~test
-    flat_labels = [lab for row in ctx.labels for lab in row]
+    flat_labels = [lab for row in contexts.labels for lab in row]
     results = []
-    for factor in tqdm(factors, desc="probes", leave=False):
+    for factor in tqdm(factors, desc="probes", leave=False, disable=not progress):
         values = STORY_FACTOR_VALUES[factor]
         y = torch.tensor([values.index(lab[factor]) if lab[factor] is not None else -1
                           for lab in flat_labels])
         counts = torch.bincount(y[test], minlength=len(values))
         chance = float(counts.max() / counts.sum())
-        for name, acts in zip(names, resid, strict=True):
-            x = acts.reshape(-1, acts.shape[-1])
+        for name, acts in zip(layer_names, resid, strict=True):
+            x = acts.reshape(-1, acts.shape[-1]).cpu()
             probe = fit_probe(x[train], y[train], len(values))
             results.append(ProbeResult(factor, name, probe.accuracy(x[test], y[test]), chance,
                                        int(train.sum()), int(test.sum())))
