@@ -4,6 +4,8 @@ Part 01 (toy models of superposition): features in 2-D, W^T W with the bias, the
 sweep, feature dimensionality, and neuron-model weights.
 Part 02 (SAEs on toy models): each true feature's best decoder match, the L0-vs-reconstruction
 frontier with feature recovery, dead latents during training, and one W_dec snapshot.
+Part 04 (SAEs on a language model): training curves (the training monitor draws them too),
+firing-density histograms, and the L0-vs-CE-gap frontier of a suite of SAEs.
 """
 
 from __future__ import annotations
@@ -398,5 +400,98 @@ def plot_decoder_snapshot(
     axes[1].set(ylim=(0, 1.02), xlabel="true feature", ylabel="best cosine",
                 title=f"{prefix}MMCS {float(best.mean()):.3f}, "
                       f"recovered {int((best > threshold).sum())}/{len(best)}")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- Part 04: language-model SAEs
+
+TRAINING_PANELS = ("loss terms", "L0", "explained variance", "dead fraction")
+
+
+def plot_training_curves(
+    runs: Mapping[str, Sequence[Mapping[str, float]]],
+    *,
+    n_steps: int | None = None,
+    notes: Mapping[str, str] | None = None,
+) -> Figure:
+    """One row per run (`label -> training log`, e.g. `TrainResult.history`): the loss terms
+    (log scale, shared by every row so runs compare), L0 (log scale), explained variance and
+    the dead fraction against the step. `notes[label]` is printed under the row's label."""
+    n = max(len(runs), 1)
+    fig, axes = plt.subplots(n, 4, figsize=(13, 2.6 * n + 0.4), squeeze=False,
+                             sharey="col", sharex=True)
+    for row, (label, history) in zip(axes, runs.items(), strict=False):
+        steps = [h["step"] for h in history]
+        terms = sorted({k for h in history for k in h if k.startswith("loss_")})
+        for term in ["loss", *terms]:
+            ys = [h.get(term, float("nan")) for h in history]
+            row[0].plot(steps, ys, lw=1.6 if term == "loss" else 1,
+                        label="total" if term == "loss" else term[len("loss_"):])
+        row[1].plot(steps, [h["l0"] for h in history], color="C3")
+        row[2].plot(steps, [h["explained_variance"] for h in history], color="C2")
+        row[3].plot(steps, [h["dead_fraction"] for h in history], color="C7")
+        if history:
+            row[0].legend(fontsize=7, loc="upper right")
+            row[0].set_yscale("log")
+            row[1].set_yscale("log")
+        row[2].set_ylim(-0.2, 1.02)
+        row[3].set_ylim(-0.02, 1.02)
+        note = f"\n{notes[label]}" if notes and label in notes else ""
+        row[0].set_ylabel(f"{label}{note}", fontsize=9)
+    for ax, title in zip(axes[0], TRAINING_PANELS, strict=True):
+        ax.set_title(title, fontsize=10)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+        if n_steps is not None:
+            ax.set_xlim(0, n_steps)
+    fig.tight_layout()
+    return fig
+
+
+def plot_density_histograms(
+    log10_densities: Mapping[str, Tensor], *, window_tokens: int | None = None
+) -> Figure:
+    """Histograms of log10(firing density + 1e-10), one per SAE (`label -> [d_sae]`), on one
+    axis. Dead latents sit at -10; the dotted line marks the dense threshold (10%)."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    bins = np.linspace(-10.2, 0.2, 53)
+    for label, values in log10_densities.items():
+        ax.hist(_np(values), bins=bins, alpha=0.6, label=label)
+    ax.axvline(math.log10(ev.DENSE_FIRING_FRACTION), color="k", ls=":", lw=1)
+    ax.text(math.log10(ev.DENSE_FIRING_FRACTION) + 0.05, ax.get_ylim()[1] * 0.9, "dense",
+            fontsize=8)
+    ax.text(-10, ax.get_ylim()[1] * 0.9, "dead", fontsize=8)
+    window = f" (dead = no activation in {window_tokens:,} tokens)" if window_tokens else ""
+    ax.set(xlabel="log10(firing density + 1e-10)", ylabel="latents",
+           title=f"Firing density of each latent{window}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_ce_frontier(
+    groups: Mapping[str, Sequence[Mapping[str, float]]], *, annotate: str | None = None
+) -> Figure:
+    """L0 against the CE gap (left) and against explained variance (right), one marker style
+    per group (`label -> points` with keys "l0", "ce_gap", "explained_variance"); points of a
+    group are joined in L0 order. `annotate`: a key whose value is written by each point."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for i, (label, points) in enumerate(groups.items()):
+        pts = sorted(points, key=lambda p: p["l0"])
+        xs = [p["l0"] for p in pts]
+        style = dict(marker="os^vDP*X"[i % 8], label=label, ls="-" if len(pts) > 1 else "")
+        axes[0].plot(xs, [p["ce_gap"] for p in pts], **style)
+        axes[1].plot(xs, [p["explained_variance"] for p in pts], **style)
+        if annotate:
+            for p in pts:
+                if annotate in p:
+                    axes[0].annotate(str(p[annotate]), (p["l0"], p["ce_gap"]), fontsize=7,
+                                     textcoords="offset points", xytext=(4, 4))
+    axes[0].set(xscale="log", yscale="log", xlabel="L0 (active latents per token)",
+                ylabel="CE gap (nats per token)", title="Sparsity vs cost in the model")
+    axes[1].set(xscale="log", xlabel="L0 (active latents per token)",
+                ylabel="explained variance", title="Sparsity vs reconstruction")
+    for ax in axes:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -154,14 +154,20 @@ def train_sae(
     cfg: TrainConfig,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
+    callback: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train `sae` in place; see the module docstring. Returns a TrainResult."""
+    """Train `sae` in place; see the module docstring. Returns a TrainResult.
+
+    `callback(values)` is called with every log entry as it is made (e.g. a
+    `widgets.TrainingMonitor`); a resumed run first replays the entries it restored.
+    """
     with cpu_threads(cfg.threads or None):
-        return _train(sae, data, cfg, checkpoint_dir, resume)
+        return _train(sae, data, cfg, checkpoint_dir, resume, callback)
 
 
 def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: TrainConfig,
-           checkpoint_dir: str | Path | None, resume: bool) -> TrainResult:
+           checkpoint_dir: str | Path | None, resume: bool,
+           callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     optimizer = make_optimizer(sae, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     result = TrainResult()
@@ -169,6 +175,9 @@ def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: Trai
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None and resume and (folder / STATE_FILE).exists():
         start = load_checkpoint(folder, sae, optimizer, generator, result, cfg)
+    if callback is not None:
+        for values in result.history:  # a resumed run: the steps done before the interruption
+            callback(values)
     batches = _batches(data, start)
     bar = tqdm(range(start, cfg.n_steps), desc=f"training {sae.cfg.architecture} SAE",
                disable=not cfg.progress, initial=start, total=cfg.n_steps)
@@ -198,6 +207,8 @@ def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: Trai
             values["step"] = done
             values["lr"] = cfg.lr_at(step)
             result.history.append(values)
+            if callback is not None:
+                callback(values)
             bar.set_postfix(loss=f"{values['loss']:.4g}", l0=f"{values['l0']:.1f}")
         if cfg.snapshot_every and done % cfg.snapshot_every == 0:
             _snapshot(sae, result, done)

@@ -1,5 +1,5 @@
-"""Interactive explorers (ipywidgets) for the course notebooks: Part 01's toy-model explorer
-and Part 02's decoder scrubber.
+"""Interactive explorers (ipywidgets) for the course notebooks: Part 01's toy-model explorer,
+Part 02's decoder scrubber and Part 04's live training monitor.
 
 They only display: run headless (nbval, nbconvert) they build their widgets and draw their
 first state without failing; in Jupyter or Colab the sliders redraw the plots in place.
@@ -7,7 +7,8 @@ first state without failing; in Jupyter or Colab the sliders redraw the plots in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -217,3 +218,69 @@ def decoder_scrubber(
     scrubber = DecoderScrubber(snapshots, true_features, steps)
     scrubber.update()
     return scrubber
+
+
+class TrainingMonitor:
+    """A live figure of a training run: the loss terms, L0, explained variance and the dead
+    fraction (`plotting.plot_training_curves`), redrawn in place while `train_sae` runs.
+
+        monitor = TrainingMonitor(n_steps=cfg.n_steps)
+        display(monitor)
+        train_sae(sae, data, cfg, callback=monitor)
+        monitor.close()
+
+    Calling the monitor with a log entry (what `train_sae` passes its callback) records it and
+    updates the one-line summary; the figure is redrawn at most every `min_interval_s`
+    seconds, so drawing never slows training much. `close()` draws the final state.
+    """
+
+    def __init__(self, n_steps: int | None = None, title: str = "training",
+                 min_interval_s: float = 2.0) -> None:
+        import ipywidgets as widgets
+
+        self.n_steps = n_steps
+        self.title = title
+        self.min_interval_s = min_interval_s
+        self.history: list[dict[str, float]] = []
+        self.redraws = 0
+        self._last_draw = float("-inf")
+        self.summary = widgets.HTML(value=f"<b>{title}</b>: waiting for the first log entry")
+        self.output = widgets.Output()
+        self.widget = widgets.VBox([self.summary, self.output])
+
+    def __call__(self, values: Mapping[str, float]) -> None:
+        """Record one log entry (a `train_sae` callback); redraw if enough time has passed."""
+        for key in ("step", "loss", "l0", "explained_variance", "dead_fraction"):
+            if key not in values:
+                raise ValueError(f"a training log entry needs {key!r}; got keys {sorted(values)}. "
+                                 "Pass the monitor as train_sae(..., callback=monitor).")
+        self.history.append(dict(values))
+        of = f"/{self.n_steps}" if self.n_steps else ""
+        self.summary.value = (
+            f"<b>{self.title}</b>: step {int(values['step'])}{of} · loss {values['loss']:.4g}"
+            f" · L0 {values['l0']:.1f} · explained variance "
+            f"{values['explained_variance']:.3f} · dead {values['dead_fraction']:.1%}"
+        )
+        if time.monotonic() - self._last_draw >= self.min_interval_s:
+            self.redraw()
+
+    def figure(self) -> Figure:
+        """The curves so far."""
+        return plotting.plot_training_curves({self.title: self.history}, n_steps=self.n_steps)
+
+    def redraw(self) -> None:
+        """Draw the curves so far into the output area, replacing the previous drawing."""
+        with self.output:
+            clear_output(wait=True)
+            fig = self.figure()
+            display(fig)
+            plt.close(fig)
+        self.redraws += 1
+        self._last_draw = time.monotonic()
+
+    def close(self) -> None:
+        """Draw the final state (call it when training has finished or stopped)."""
+        self.redraw()
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
