@@ -28,27 +28,40 @@ Architectures (`SAEConfig.architecture`):
   threshold is trained with straight-through estimators (`JumpReLUFunction`, `StepFunction`):
   a rectangle-kernel pseudo-derivative of width `bandwidth` around the threshold.
 
-Files follow SAELens: a folder with `cfg.json` and `sae_weights.safetensors` holding
+Files follow SAELens 6: a folder with `cfg.json` and `sae_weights.safetensors` holding
 `W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc [d_sae]`, `b_dec [d_in]` (and `threshold
-[d_sae]` for JumpReLU/BatchTopK), so pretrained GPT-2 SAEs load with `SAE.load`.
+[d_sae]` for JumpReLU/BatchTopK), so SAELens reads what `SAE.save` writes and `SAE.load` reads
+SAELens's files. cfg.json's `metadata` block holds where the SAE reads and what it was trained
+on; `SAE.load` puts it in `cfg.extra`, so `cfg.extra["hook_name"]` and `cfg.extra["model_name"]`
+are there for every file that records them. Saving replaces the folder as a whole; loading
+checks cfg.json and the weights' header before reading any tensor, and refuses (naming the key
+or tensor and the fix) what it cannot reproduce exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from sae_course.files import save_safetensors_atomic, write_json_atomic
+from sae_course.files import (
+    save_safetensors_atomic,
+    stale_folders,
+    write_folder_atomic,
+    write_text_atomic,
+)
 from sae_course.settings import stream_generator
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
@@ -132,11 +145,6 @@ class SAEConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,96 +678,406 @@ class SAE(nn.Module):
         return {k: v.detach().contiguous().cpu() for k, v in w.items()}
 
     def saelens_config(self) -> dict[str, Any]:
+        """cfg.json in SAELens 6's layout, plus this course's full config under "sae_course".
+
+        `cfg.extra` becomes SAELens's `metadata` block (hook_name, model_name, ...), which
+        SAELens reads only from files declaring a 6.x layout (`sae_lens_version`).
+        """
         cfg = self.cfg
-        arch = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu",
-                "jumprelu": "jumprelu"}[cfg.architecture]
-        return {
-            "architecture": arch,
+        out: dict[str, Any] = {
+            "architecture": SAELENS_ARCHITECTURE[cfg.architecture],
             "d_in": cfg.d_in,
             "d_sae": cfg.d_sae,
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
-            "activation_fn_str": "topk" if cfg.architecture == "topk" else "relu",
-            "activation_fn_kwargs": {"k": cfg.k} if cfg.architecture == "topk" else {},
             "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
             "normalize_activations": "none",
-            "sae_course": cfg.to_dict(),
+            "reshape_activations": "none",
         }
+        if cfg.architecture == "topk":
+            out.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+        out["metadata"] = {"sae_lens_version": SAELENS_LAYOUT_VERSION, **cfg.extra}
+        out["sae_course"] = {k: v for k, v in cfg.to_dict().items() if k != "extra"}
+        return out
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write cfg.json and sae_weights.safetensors into folder `path` (atomically)."""
+        """Write `path` as an SAE folder (cfg.json + sae_weights.safetensors), as a whole.
+
+        The folder is built beside `path` and swapped in (`files.write_folder_atomic`), so a
+        crash leaves either the old SAE or the new one, never one's config with the other's
+        weights. `path` must be a new folder or an SAE folder (nothing else in it is kept).
+        """
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_safetensors_atomic(self.weights(), folder / WEIGHTS_FILE)
-        write_json_atomic(folder / CONFIG_FILE, self.saelens_config())
+        if folder.exists() and not folder.is_dir():
+            raise SAEFileError(f"Cannot save the SAE to {folder}: it is a file. Fix: pass a "
+                               "folder path (the SAE is saved as a folder of two files).")
+        if folder.is_dir():
+            others = sorted(p.name for p in folder.iterdir() if p.name not in SAE_FILES)
+            if others:
+                raise SAEFileError(
+                    f"Cannot save the SAE to {folder}: it holds other files ({', '.join(others)}) "
+                    "that saving would delete, since an SAE folder is replaced as a whole. Fix: "
+                    "save into a folder of its own, e.g. a subfolder."
+                )
+        try:
+            text = json.dumps(self.saelens_config(), indent=2, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as err:
+            raise SAEFileError(
+                f"cfg.extra cannot be written to cfg.json ({err}). Fix: keep only JSON values "
+                "(strings, numbers, booleans, lists, dicts) in sae.cfg.extra."
+            ) from err
+        weights = self.weights()
+        for name, t in weights.items():
+            if not bool(torch.isfinite(t).all()):
+                raise SAEFileError(
+                    f"Not saving the SAE to {folder}: {name} holds NaN or Inf values (training "
+                    "diverged). Fix: lower the learning rate and train again, or load the last "
+                    "good checkpoint."
+                )
+
+        def write(tmp: Path) -> None:
+            save_safetensors_atomic(weights, tmp / WEIGHTS_FILE)
+            write_text_atomic(tmp / CONFIG_FILE, text)
+
+        write_folder_atomic(folder, write)
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None,
              dtype: torch.dtype | None = None) -> SAE:
-        """Load a folder written by `save` or by SAELens (cfg.json + sae_weights.safetensors)."""
+        """Load an SAE folder written by `save` or by SAELens; returns it in eval mode.
+
+        cfg.json is read strictly (see `read_config`); the weights file's header (shapes and
+        dtypes) is checked against it before any tensor is read, so a bad file costs no
+        memory. SAELens's `metadata` block (or, in files older than SAELens 6, the same keys
+        at the top level, `hook_point` read as `hook_name`) lands in `cfg.extra`: every loaded
+        SAE whose file names its hook and model has `cfg.extra["hook_name"]` and
+        `cfg.extra["model_name"]`. `dtype` defaults to the weights' own.
+        """
         folder = Path(path)
         cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         for p in (cfg_path, w_path):
-            if not p.exists():
+            if not p.is_file():
+                left = [s.name for s in stale_folders(folder)]
+                hint = (f" An interrupted save left {', '.join(left)} beside it: rename the "
+                        "complete one to the folder's name." if left else "")
                 raise FileNotFoundError(
-                    f"{p} does not exist: an SAE folder needs {CONFIG_FILE} and {WEIGHTS_FILE}."
+                    f"{p} does not exist: an SAE folder needs {CONFIG_FILE} and "
+                    f"{WEIGHTS_FILE}.{hint}"
                 )
-        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-        cfg = config_from_saelens(raw)
-        weights = load_file(str(w_path))
-        if dtype is None:
-            dtype = weights["W_enc"].dtype
-        sae = cls(cfg, device=device or "cpu", dtype=dtype, seed=None)
-        expected = {k: tuple(v.shape) for k, v in sae.weights().items()}
-        for name, shape in expected.items():
-            if name not in weights:
-                raise ValueError(f"{w_path} has no tensor {name!r} (has {sorted(weights)}).")
-            got = tuple(weights[name].shape)
-            if name == "threshold" and cfg.architecture == "batchtopk":
-                continue
-            if got != shape:
-                raise ValueError(
-                    f"{w_path}: {name} has shape {got}, expected {shape} from cfg.json."
-                )
-        with torch.no_grad():
-            for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
-                getattr(sae, name).copy_(weights[name])
-            if cfg.architecture == "jumprelu":
-                sae.threshold.copy_(weights["threshold"])
-            elif cfg.architecture == "batchtopk":
-                sae.threshold.copy_(weights["threshold"].reshape(-1)[0])
-                sae.threshold_updates.fill_(1)
-        return sae
+        if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+            raise SAEFileError(f"{cfg_path} is {cfg_path.stat().st_size} bytes, too large for "
+                               "an SAE config: is it the right file?")
+        try:
+            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise SAEFileError(f"{cfg_path} is not valid JSON ({err}). Fix: restore the file "
+                               "or save the SAE again.") from err
+        layout = read_config(raw, cfg_path)
+        cfg = layout.cfg
+        with _open_weights(w_path) as f:
+            expected = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in),
+                        "b_enc": (cfg.d_sae,), "b_dec": (cfg.d_in,)}
+            if cfg.architecture in ("jumprelu", "batchtopk"):
+                expected["threshold"] = (cfg.d_sae,)
+            file_dtype = _check_header(f, w_path, expected, layout.dtype)
+            with torch.device("meta"):  # the module's structure, without allocating weights
+                sae = cls(cfg, device="meta", dtype=dtype or file_dtype, seed=0)
+            target = {"device": torch.device(device or "cpu"), "dtype": dtype or file_dtype}
+            tensors = {name: f.get_tensor(name) for name in expected}
+        _check_values(tensors, w_path, cfg)
+        if layout.rescale_acts_by_decoder_norm:
+            _fold_decoder_norm(tensors, w_path)
+        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            setattr(sae, name, nn.Parameter(tensors[name].to(**target)))
+        dev = target["device"]
+        sae.tokens_since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=dev)
+        if cfg.architecture == "jumprelu":
+            sae.threshold = nn.Parameter(tensors["threshold"].to(**target))
+        elif cfg.architecture == "batchtopk":
+            sae.threshold = tensors["threshold"][0].to(**target)
+            sae.threshold_updates = torch.ones((), dtype=torch.long, device=dev)
+        return sae.eval()
 
 
-def config_from_saelens(raw: dict[str, Any]) -> SAEConfig:
-    """An SAEConfig from a cfg.json written by this course or by SAELens."""
-    if "sae_course" in raw:
-        return SAEConfig.from_dict(raw["sae_course"])
-    raw = dict(raw)
-    if raw.get("d_sae") is None and raw.get("expansion_factor") and raw.get("d_in"):
-        raw["d_sae"] = int(raw["d_in"] * raw["expansion_factor"])
+# --------------------------------------------------------------------------------------------
+# SAE files: cfg.json (ours and SAELens's) and the weights' header, checked before loading
+# --------------------------------------------------------------------------------------------
+
+SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu",
+                        "jumprelu": "jumprelu"}
+SAELENS_LAYOUT_VERSION = "6.0.0"
+"""Written as `metadata.sae_lens_version`: SAELens reads the metadata block only from files
+that declare 6.0 or later, and this course writes SAELens 6's layout."""
+SAE_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+MAX_CONFIG_BYTES = 1 << 20
+FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
+                "F64": torch.float64}
+CONFIG_DTYPES = {name: dt for dt in FLOAT_DTYPES.values()
+                 for name in (str(dt), str(dt).replace("torch.", ""))}
+METADATA_KEYS = (
+    "model_name", "hook_name", "hook_head_index", "hook_layer", "model_class_name",
+    "model_from_pretrained_kwargs", "prepend_bos", "exclude_special_tokens", "neuronpedia_id",
+    "context_size", "seqpos_slice", "dataset_path", "hook_name_out", "hook_head_index_out",
+    "sequence_separator_token", "disable_concat_sequences", "dataset_trust_remote_code",
+)
+"""SAELens's metadata keys (how the SAE was trained and where it reads): kept in cfg.extra."""
+RENAMED_KEYS = {"hook_point": "hook_name", "hook_point_layer": "hook_layer",
+                "hook_point_head_index": "hook_head_index", "activation_fn_str": "activation_fn"}
+"""Keys of files older than SAELens 6, under the names SAELens 6 gave them."""
+MATH_KEYS = (
+    "architecture", "d_in", "d_sae", "expansion_factor", "dtype", "apply_b_dec_to_input",
+    "normalize_activations", "reshape_activations", "k", "rescale_acts_by_decoder_norm",
+    "activation_fn", "activation_fn_kwargs", "finetuning_scaling_factor", "metadata",
+    "sae_course",
+)
+"""Keys that decide what the SAE computes: each is interpreted, or refused when unsupported."""
+RECORD_KEYS = (
+    "device", "sae_lens_version", "sae_lens_training_version",
+    # SAELens 6 training configs
+    "decoder_init_norm", "lp_norm", "l1_coefficient", "l1_warm_up_steps", "l0_coefficient",
+    "l0_warm_up_steps", "jumprelu_init_threshold", "jumprelu_bandwidth",
+    "jumprelu_sparsity_loss_mode", "pre_act_loss_coefficient", "jumprelu_tanh_scale",
+    "use_sparse_activations", "aux_loss_coefficient", "topk_threshold_lr",
+    # runner settings that files older than SAELens 6 (e.g. gpt2-small-res-jb) carry
+    "is_dataset_tokenized", "use_cached_activations", "cached_activations_path",
+    "n_batches_in_buffer", "total_training_tokens", "store_batch_size", "seed",
+    "b_dec_init_method", "from_pretrained_path", "lr", "lr_scheduler_name", "lr_warm_up_steps",
+    "train_batch_size", "use_ghost_grads", "feature_sampling_window", "feature_sampling_method",
+    "resample_batches", "feature_reinit_scale", "dead_feature_window",
+    "dead_feature_estimation_method", "dead_feature_threshold", "log_to_wandb", "wandb_project",
+    "wandb_entity", "wandb_log_frequency", "n_checkpoints", "checkpoint_path",
+    "tokens_per_buffer", "run_name", "act_store_device",
+)
+"""Keys that only record how an SAE was trained: accepted and not used."""
+KNOWN_KEYS = frozenset(MATH_KEYS + METADATA_KEYS + RECORD_KEYS + tuple(RENAMED_KEYS))
+
+
+class SAEFileError(ValueError):
+    """An SAE file that cannot be loaded as it is (the message names the file, key or tensor
+    and the fix) or an SAE that cannot be saved."""
+
+
+@dataclass
+class FileLayout:
+    """What `read_config` finds in a cfg.json: the SAEConfig, and how to read the weights."""
+
+    cfg: SAEConfig
+    dtype: torch.dtype | None = None  # the dtype cfg.json declares, if any
+    rescale_acts_by_decoder_norm: bool = False  # SAELens TopK: folded into the weights
+
+
+def _refuse(path: Path, key: str, problem: str, fix: str) -> SAEFileError:
+    return SAEFileError(f"{path}: {key!r} {problem}. Fix: {fix}.")
+
+
+def _unknown_key(path: Path, key: str, known: Iterable[str]) -> SAEFileError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return SAEFileError(
+        f"{path}: unknown key {key!r} in cfg.json; {guess}an unknown key could change what the "
+        f"SAE computes without this loader knowing. Fix: correct or remove {key!r}."
+    )
+
+
+def read_config(raw: Any, path: Path = Path(CONFIG_FILE)) -> FileLayout:
+    """Read a cfg.json written by this course or by SAELens (6.x or older), strictly.
+
+    Every key must be known; keys that change the computation are implemented or refused
+    (normalize_activations other than "none"/"expected_average_only_in", hook_z reshaping,
+    a finetuning scaling factor, architectures other than standard/topk/jumprelu); a TopK
+    config must give k. SAELens TopK's `rescale_acts_by_decoder_norm` is folded into the
+    weights at load (exact: encode multiplies the pre-activations by the decoder row norms,
+    decode divides by them). The metadata block (or its keys at the top level) goes to
+    `cfg.extra`, without null values and without the SAELens version keys.
+    """
+    if not isinstance(raw, dict):
+        raise SAEFileError(f"{path} holds a JSON {type(raw).__name__}, not an object: is it an "
+                           "SAE's cfg.json?")
+    for key in raw:
+        if key not in KNOWN_KEYS:
+            raise _unknown_key(path, key, KNOWN_KEYS)
+    top = {RENAMED_KEYS.get(k, k): v for k, v in raw.items()}
+    metadata = top.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise _refuse(path, "metadata", "is not a JSON object", "write it as {...} or remove it")
+    extra = {k: top[k] for k in METADATA_KEYS if top.get(k) is not None}
+    extra.update({k: v for k, v in metadata.items()
+                  if v is not None and k not in ("sae_lens_version", "sae_lens_training_version")})
+    for key in ("hook_name", "model_name"):
+        if key in extra and not isinstance(extra[key], str):
+            raise _refuse(path, key, f"is {extra[key]!r}, not a string",
+                          f"write the {key.replace('_', ' ')} as a string")
+    dtype = None
+    if top.get("dtype") is not None:
+        if top["dtype"] not in CONFIG_DTYPES:
+            raise _refuse(path, "dtype", f"is {top['dtype']!r}, not a floating-point dtype",
+                          f"use one of {sorted(CONFIG_DTYPES)}")
+        dtype = CONFIG_DTYPES[top["dtype"]]
+    _refuse_unsupported(path, top)
+    if "sae_course" in top:
+        return FileLayout(_course_config(path, top, extra), dtype)
+    return _saelens_config(path, top, extra, dtype)
+
+
+def _refuse_unsupported(path: Path, top: dict[str, Any]) -> None:
+    norm = top.get("normalize_activations")
+    if norm not in (None, False, "none", "expected_average_only_in"):
+        raise _refuse(
+            path, "normalize_activations",
+            f"is {norm!r}: this SAE would normalise each input at run time, which this course's "
+            "SAE does not do (loading it would give wrong outputs)",
+            "use an SAE saved with normalize_activations 'none' (or with the normalisation "
+            "folded into its weights)",
+        )
+    if top.get("reshape_activations") not in (None, "none"):
+        raise _refuse(path, "reshape_activations",
+                      f"is {top['reshape_activations']!r}: the SAE reads attention heads "
+                      "[..., heads, d_head], and this course's SAE reads [..., d_in] only",
+                      "use an SAE of a hook that gives one vector per token")
+    if top.get("finetuning_scaling_factor") not in (None, False):
+        raise _refuse(path, "finetuning_scaling_factor",
+                      "is set: the latents are rescaled by a learned factor this course's SAE "
+                      "does not apply", "use an SAE without a finetuning scaling factor")
+
+
+def _course_config(path: Path, top: dict[str, Any], extra: dict[str, Any]) -> SAEConfig:
+    block = top["sae_course"]
+    if not isinstance(block, dict):
+        raise _refuse(path, "sae_course", "is not a JSON object", "save the SAE again")
+    names = {f.name for f in dataclasses.fields(SAEConfig)}
+    for key in block:
+        if key not in names:
+            raise _unknown_key(path, f"sae_course.{key}", [f"sae_course.{n}" for n in names])
+    block = dict(block)
+    extra = {**(block.pop("extra", None) or {}), **extra}  # files saved before the metadata block
+    try:
+        cfg = SAEConfig(**block, extra=extra)
+    except (TypeError, ValueError) as err:
+        raise SAEFileError(f"{path}: the sae_course block is not a valid SAEConfig ({err}). "
+                           "Fix: save the SAE again.") from err
+    written = {"architecture": SAELENS_ARCHITECTURE[cfg.architecture], "d_in": cfg.d_in,
+               "d_sae": cfg.d_sae}
+    if cfg.architecture == "topk":
+        written["k"] = cfg.k
+    for key, value in written.items():
+        if key in top and top[key] != value:
+            raise _refuse(path, key, f"is {top[key]!r} but the sae_course block says {value!r} "
+                          "(the file was edited by hand)", "make the two agree, or save again")
+    return cfg
+
+
+def _saelens_config(path: Path, top: dict[str, Any], extra: dict[str, Any],
+                    dtype: torch.dtype | None) -> FileLayout:
+    if top.get("d_sae") is None and top.get("expansion_factor") and top.get("d_in"):
+        top["d_sae"] = int(top["d_in"] * top["expansion_factor"])
     for key in ("d_in", "d_sae"):
-        if not isinstance(raw.get(key), int):
-            raise ValueError(f"cfg.json has no integer {key!r}: is this an SAE folder?")
-    extra = {k: raw[k] for k in ("model_name", "hook_name", "hook_point", "hook_layer",
-                                 "context_size", "dataset_path") if k in raw}
-    arch = raw.get("architecture", "standard")
-    act = raw.get("activation_fn_str", "relu")
-    kwargs = raw.get("activation_fn_kwargs") or {}
-    if arch in ("topk",) or act == "topk":
-        return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="topk",
-                         k=int(kwargs.get("k", raw.get("k", 32))),
-                         apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True), extra=extra)
-    if arch == "jumprelu":
-        return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="jumprelu",
-                         apply_b_dec_to_input=raw.get("apply_b_dec_to_input", False),
-                         extra=extra)
-    if arch not in ("standard", "relu"):
-        raise ValueError(f"cfg.json has architecture {arch!r}, which this course cannot load.")
-    return SAEConfig(d_in=raw["d_in"], d_sae=raw["d_sae"], architecture="relu",
-                     apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True), extra=extra)
+        value = top.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise _refuse(path, key, f"is {value!r}, not a positive integer",
+                          f"give the SAE's {key} (is this an SAE folder?)")
+    arch = top.get("architecture", "standard")
+    act = top.get("activation_fn", "relu")
+    kwargs = top.get("activation_fn_kwargs") or {}
+    if act not in ("relu", "topk"):
+        raise _refuse(path, "activation_fn", f"is {act!r}",
+                      "use an SAE with a relu or topk activation")
+    if act == "topk" and arch == "standard":
+        arch = "topk"  # files older than SAELens 6 mark TopK by the activation function
+    common = dict(d_in=top["d_in"], d_sae=top["d_sae"],
+                  apply_b_dec_to_input=bool(top.get("apply_b_dec_to_input", True)), extra=extra)
+    rescale = bool(top.get("rescale_acts_by_decoder_norm", False))
+    if rescale and arch != "topk":
+        raise _refuse(path, "rescale_acts_by_decoder_norm", f"is set for architecture {arch!r}",
+                      "it belongs to TopK SAEs only; remove it")
+    if arch == "topk":
+        k = top.get("k", kwargs.get("k"))
+        if k is None:
+            raise _refuse(path, "k", "is missing for a TopK SAE (SAELens would assume 100)",
+                          "add the number of active latents the SAE was trained with, "
+                          'e.g. "k": 32')
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 < k <= top["d_sae"]:
+            raise _refuse(path, "k", f"is {k!r}, not an integer in 1..d_sae={top['d_sae']}",
+                          "give the k the SAE was trained with")
+        return FileLayout(SAEConfig(architecture="topk", k=k, **common), dtype, rescale)
+    if arch in ("standard", "relu", "jumprelu"):
+        arch = "jumprelu" if arch == "jumprelu" else "relu"
+        return FileLayout(SAEConfig(architecture=arch, **common), dtype)
+    raise _refuse(path, "architecture", f"is {arch!r}, which this course cannot load",
+                  "use a standard, topk or jumprelu SAE (SAELens saves BatchTopK SAEs for "
+                  "inference as jumprelu: save_inference_model)")
+
+
+@contextlib.contextmanager
+def _open_weights(path: Path) -> Iterator[Any]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            yield f
+    except SafetensorError as err:
+        raise SAEFileError(f"{path} is not a readable safetensors file ({err}). Fix: restore "
+                           "the file or save the SAE again.") from err
+
+
+def _check_header(f: Any, path: Path, expected: dict[str, tuple[int, ...]],
+                  declared: torch.dtype | None) -> torch.dtype:
+    """Compare the header's tensors with those cfg.json implies; returns their dtype."""
+    names = set(f.keys())
+    missing = [n for n in expected if n not in names]
+    if missing:
+        raise SAEFileError(f"{path} has no tensor {missing[0]!r} (it has {sorted(names)}), "
+                           f"which cfg.json's SAE needs. Fix: use the weights file that belongs "
+                           "to this cfg.json.")
+    extra = sorted(names - set(expected))
+    if extra:
+        raise SAEFileError(f"{path} has tensor {extra[0]!r}, which this SAE does not use "
+                           "(loading without it would compute something else). Fix: use an SAE "
+                           "file without it, or check cfg.json's architecture.")
+    dtypes = set()
+    for name, shape in expected.items():
+        sl = f.get_slice(name)
+        got, kind = tuple(sl.get_shape()), sl.get_dtype()
+        if kind not in FLOAT_DTYPES:
+            raise SAEFileError(f"{path}: tensor {name!r} has dtype {kind}, not floating point. "
+                               "Fix: save the SAE's weights as float32, float16 or bfloat16.")
+        if got != shape:
+            raise SAEFileError(f"{path}: tensor {name!r} has shape {got}, but cfg.json "
+                               f"(d_in, d_sae) implies {shape}. Fix: use the cfg.json that "
+                               "belongs to these weights.")
+        dtypes.add(FLOAT_DTYPES[kind])
+    if len(dtypes) > 1 or (declared is not None and dtypes != {declared}):
+        found = ", ".join(sorted(str(d) for d in dtypes))
+        raise SAEFileError(f"{path}: the tensors are {found} but cfg.json says dtype "
+                           f"{declared}. Fix: use the cfg.json that belongs to these weights.")
+    return dtypes.pop()
+
+
+def _check_values(tensors: dict[str, Tensor], path: Path, cfg: SAEConfig) -> None:
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise SAEFileError(f"{path}: tensor {name!r} holds NaN or Inf values. Fix: use a "
+                               "checkpoint from before training diverged.")
+    if "threshold" not in tensors:
+        return
+    threshold = tensors["threshold"]
+    if bool((threshold < 0).any()):
+        raise SAEFileError(f"{path}: tensor 'threshold' has negative values, where SAELens "
+                           "and this course disagree on the output. Fix: clamp it at 0.")
+    if cfg.architecture == "batchtopk" and not bool((threshold == threshold[0]).all()):
+        raise SAEFileError(f"{path}: a BatchTopK SAE has one threshold, but 'threshold' holds "
+                           "different values. Fix: save the SAE again.")
+
+
+def _fold_decoder_norm(tensors: dict[str, Tensor], path: Path) -> None:
+    """SAELens TopK with rescale_acts_by_decoder_norm, as plain TopK: scale W_enc's columns
+    and b_enc by the decoder row norms, and the rows to unit norm (what SAELens's own
+    `fold_W_dec_norm` does)."""
+    norms = tensors["W_dec"].norm(dim=-1)
+    if bool((norms == 0).any()):
+        raise SAEFileError(f"{path}: 'W_dec' has a zero row, which rescale_acts_by_decoder_norm "
+                           "divides by. Fix: remove that latent or retrain.")
+    tensors["W_dec"] = tensors["W_dec"] / norms[:, None]
+    tensors["W_enc"] = tensors["W_enc"] * norms
+    tensors["b_enc"] = tensors["b_enc"] * norms
 
 
 # --------------------------------------------------------------------------------------------

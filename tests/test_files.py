@@ -27,3 +27,31 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         save_safetensors_atomic({"t": "not a tensor"}, path)  # type: ignore[dict-item]
     assert torch.equal(load_file(path)["t"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+@pytest.mark.parametrize("swap_in_one_step", [True, False])
+def test_write_folder_atomic_replaces_the_folder_as_a_whole(tmp_path, monkeypatch,
+                                                            swap_in_one_step):
+    from sae_course import files
+
+    if not swap_in_one_step:  # the path taken where renameat2 is missing (macOS, Windows)
+        monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    target = tmp_path / "pair"
+
+    def pair(text: str):
+        def write(tmp):
+            (tmp / "a").write_text(text)
+            (tmp / "b").write_text(text)
+        return write
+
+    files.write_folder_atomic(target, pair("old"))
+    files.write_folder_atomic(target, pair("new"))
+    assert [(p.name, p.read_text()) for p in sorted(target.iterdir())] == [("a", "new"),
+                                                                          ("b", "new")]
+    with pytest.raises(RuntimeError):
+        files.write_folder_atomic(target, lambda tmp: (_ for _ in ()).throw(RuntimeError()))
+    assert (target / "a").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["pair"]  # no temporary folders left
+    (tmp_path / ".pair.new-stale").mkdir()  # what a kill during a write leaves
+    files.write_folder_atomic(target, pair("newer"))
+    assert files.stale_folders(target) == [] and (target / "b").read_text() == "newer"

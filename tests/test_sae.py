@@ -112,7 +112,7 @@ def test_loads_a_saelens_folder(tmp_path):
     }))
     sae = SAE.load(folder)
     assert sae.cfg.architecture == "relu"
-    assert sae.cfg.extra == {"hook_point": "blocks.8.hook_resid_pre"}
+    assert sae.cfg.extra == {"hook_name": "blocks.8.hook_resid_pre"}
     torch.testing.assert_close(sae.W_enc.detach(), W_enc)
     x = torch.randn(3, 8)
     torch.testing.assert_close(sae.encode(x), torch.relu((x - 1) @ W_enc))
