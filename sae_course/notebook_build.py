@@ -19,6 +19,7 @@ Check they are up to date:         python -m sae_course.notebook_build --check
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -27,14 +28,16 @@ from pathlib import Path
 import jupytext
 import nbformat
 
+from sae_course import __version__
 from sae_course.files import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS_DIR = ROOT / "solutions"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 
-# Where Colab installs the course from; a fork changes this one line.
-COLAB_INSTALL_TARGET = "sae_course @ git+https://github.com/sae-course/sae_course"
+COURSE_REPOSITORY = "https://github.com/sae-course/sae_course"  # a fork changes this line
+# Colab installs the release these notebooks were built with (its tag), never a moving branch.
+COLAB_INSTALL_TARGET = f"sae_course @ git+{COURSE_REPOSITORY}@v{__version__}"
 COLAB_SETUP_CELL = f'''# Setup. On Google Colab this installs the course package (keeping the
 # torch and CUDA that Colab provides); anywhere else it does nothing.
 import sys
@@ -145,8 +148,12 @@ def setup_cells(path: Path) -> list[str]:
     ]
 
 
-def build_notebook(path: Path, learner: bool) -> nbformat.NotebookNode:
-    """The notebook for one source: the learner's (stubs) or the solutions (for the tests)."""
+def build_notebook(
+    path: Path, learner: bool, python_version: str | None = None
+) -> nbformat.NotebookNode:
+    """The notebook for one source: the learner's (stubs) or the solutions (for the tests).
+
+    `python_version` goes into its metadata (see kernel_metadata)."""
     nb = read_source(path)  # a fresh notebook on every read: safe to edit in place
     cells = [nbformat.v4.new_code_cell(COLAB_SETUP_CELL)]
     for cell in nb.cells:
@@ -159,12 +166,29 @@ def build_notebook(path: Path, learner: bool) -> nbformat.NotebookNode:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
+    nb.metadata = kernel_metadata(python_version)
     nb.nbformat, nb.nbformat_minor = 4, 5
     return nb
+
+
+def kernel_metadata(python_version: str | None = None) -> dict[str, dict[str, object]]:
+    """The metadata JupyterLab writes once the course's kernel has started, so that opening
+    a notebook does not mark it modified. JupyterLab records the kernel's exact Python
+    version; the default is this interpreter's, written as ipykernel reports it."""
+    return {
+        "kernelspec": {
+            "display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3",
+        },
+        "language_info": {
+            "codemirror_mode": {"name": "ipython", "version": 3},
+            "file_extension": ".py",
+            "mimetype": "text/x-python",
+            "name": "python",
+            "nbconvert_exporter": "python",
+            "pygments_lexer": "ipython3",
+            "version": python_version or sys.version.split()[0],
+        },
+    }
 
 
 def notebook_text(nb: nbformat.NotebookNode) -> str:
@@ -172,23 +196,35 @@ def notebook_text(nb: nbformat.NotebookNode) -> str:
 
 
 def build_all(out_dir: Path = NOTEBOOKS_DIR, learner: bool = True) -> list[Path]:
-    """Write the notebook of every source into `out_dir`; returns the paths written."""
+    """Write the notebook of every source into `out_dir`, readable by all (0644) like any
+    file a person saves; returns the paths written."""
     written = []
     for src in source_paths():
         exercises(src)  # validate the conventions before writing anything
         target = out_dir / f"{src.stem}.ipynb"
         write_text_atomic(target, notebook_text(build_notebook(src, learner)))
+        os.chmod(target, 0o644)
         written.append(target)
     return written
 
 
+def recorded_python(path: Path) -> str | None:
+    """The kernel's Python version a built notebook records, if it records one."""
+    try:
+        return nbformat.read(path, as_version=4).metadata["language_info"]["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def stale_notebooks() -> list[str]:
-    """Learner notebooks that differ from what their source builds (or are missing/extra)."""
+    """Learner notebooks that differ from what their source builds (or are missing/extra).
+
+    The Python version in the metadata is not compared: it is the builder's."""
     problems = []
     expected = {src.stem for src in source_paths()}
     for src in source_paths():
         target = NOTEBOOKS_DIR / f"{src.stem}.ipynb"
-        want = notebook_text(build_notebook(src, learner=True))
+        want = notebook_text(build_notebook(src, True, recorded_python(target)))
         if not target.exists():
             problems.append(f"{target.name} is missing")
         elif target.read_text(encoding="utf-8") != want:
