@@ -10,8 +10,12 @@ The pieces (each one an exercise in notebook 03):
 - `norm_scale_factor`: scale activations to a mean norm of sqrt(d_in), so that SAE
   hyperparameters transfer across layers and models; `unnormalize` undoes it.
 
-`ActivationStore` puts them together, with a bounded buffer (`buffer_mb`), a progress bar and
-an optional disk cache of safetensors shards keyed by model, hook, data and seed.
+`ActivationStore` puts them together (its buffer does what `refill_and_split` does, in place, so
+its memory stays at `buffer_mb`), with a progress bar and an optional disk cache of safetensors
+shards keyed by model, hook, data and seed.
+
+Token ids are checked where they enter (`check_tokens`, called by `harvest` and by the store):
+integers, inside the vocabulary, no longer than the model's context.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +111,30 @@ def residual_norms(resid: Tensor) -> Tensor:
 # ---------------------------------------------------------------- harvesting
 
 
+def check_tokens(model: Any, tokens: Any) -> None:
+    """Raise ValueError naming the problem and the fix unless `tokens` are token ids the
+    model can run: an integer tensor [batch, pos], ids in 0..d_vocab-1, pos <= n_ctx."""
+    if not isinstance(tokens, Tensor):
+        raise ValueError(f"Tokens must be a torch tensor of token ids, got "
+                         f"{type(tokens).__name__}. Fix: tokenize first (sae_course.text).")
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise ValueError(f"Tokens have dtype {tokens.dtype}; token ids are integers. Fix: pass "
+                         "ids from the tokenizer (e.g. text.contexts_for_model), as torch.long.")
+    if tokens.dim() != 2 or tokens.numel() == 0:
+        raise ValueError(f"Tokens have shape {tuple(tokens.shape)}; the model wants "
+                         "[n_contexts, context_len] with both >= 1. Fix: pass a 2-D batch.")
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None and tokens.shape[1] > n_ctx:
+        raise ValueError(f"Contexts of {tokens.shape[1]} tokens are longer than the model's "
+                         f"context ({n_ctx}). Fix: use context_len <= {n_ctx}.")
+    vocab = getattr(model.cfg, "d_vocab", None)
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or (vocab is not None and high >= vocab):
+        raise ValueError(f"Token ids run from {low} to {high}, outside the model's vocabulary "
+                         f"(0..{vocab - 1 if vocab else '?'}). Fix: tokenize with this model's "
+                         "tokenizer (a different model's ids do not fit).")
+
+
 @torch.no_grad()
 def harvest(model: Any, tokens: Tensor, hook_name: str, stop_early: bool = True) -> Tensor:
     """Activations [batch, pos, d] at `hook_name`, stopping after that hook if `stop_early`.
@@ -116,6 +144,7 @@ def harvest(model: Any, tokens: Tensor, hook_name: str, stop_early: bool = True)
     same activations).
     """
     check_hook_name(model, hook_name)
+    check_tokens(model, tokens)
     captured: dict[str, Tensor] = {}
 
     def capture(acts: Tensor, hook: Any) -> None:
@@ -215,9 +244,11 @@ class ActivationStore:
             (e.g. from `sae_course.text.contexts_for_model`); each should start with BOS.
         hook_name: where to read, e.g. "blocks.3.hook_resid_pre"; a wrong name lists the valid ones.
         batch_size: tokens per training batch.
-        buffer_mb: memory of the shuffle buffer in MB (float32). It holds
-            `buffer_tokens` activations, is refilled when half empty, and never grows past
-            that plus one forward batch, whatever the token budget.
+        buffer_mb: memory of the shuffle buffer in MB (float32), allocated once: it holds
+            `buffer_tokens` activations and is refilled when half empty. While batches are
+            served the store holds, besides it, one forward batch of activations, the batch
+            served and the shuffle's indices (8 bytes a token), whatever the token budget
+            (`benchmarks/store_memory.py` measures the peak).
         model_batch_size: contexts per forward pass.
         exclude_bos: drop the BOS position of each context (an outlier).
         normalize: scale to a mean norm sqrt(d_in), estimated from `n_norm_tokens` tokens;
@@ -250,6 +281,12 @@ class ActivationStore:
         progress: bool = True,
     ) -> None:
         check_hook_name(model, hook_name)
+        for name, value in (("batch_size", batch_size), ("model_batch_size", model_batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}. Fix: e.g. "
+                                 f"{name}={4096 if name == 'batch_size' else 16}.")
+        if not isinstance(buffer_mb, (int, float)) or not math.isfinite(buffer_mb):
+            raise ValueError(f"buffer_mb must be a finite number of MB, got {buffer_mb!r}.")
         self.model = model
         self.contexts = contexts
         self.hook_name = hook_name
@@ -270,11 +307,7 @@ class ActivationStore:
                 "batch_size."
             )
         if isinstance(contexts, Tensor):
-            if contexts.ndim != 2:
-                raise ValueError(
-                    f"contexts must be [n_contexts, context_len] token ids, got shape "
-                    f"{tuple(contexts.shape)}."
-                )
+            check_tokens(model, contexts)  # all of it now, before any forward pass
             data_key = data_key or f"tokens:{tensor_digest(contexts)}"
         self.cache_path: Path | None = None
         if cache_dir is not None:
@@ -323,6 +356,7 @@ class ActivationStore:
                 yield self.contexts[i : i + self.model_batch_size]
         else:
             for batch in self.contexts:
+                check_tokens(self.model, batch)  # as each arrives, before it is cached
                 for i in range(0, len(batch), self.model_batch_size):
                     yield batch[i : i + self.model_batch_size]
 
@@ -387,29 +421,41 @@ class ActivationStore:
     # ---- batches
 
     def __iter__(self) -> Iterator[Tensor]:
-        """Shuffled [batch_size, d_in] batches until the data runs out (then a final drain)."""
+        """Shuffled [batch_size, d_in] batches until the data runs out (then a final drain).
+
+        The buffer is one tensor of `buffer_tokens` rows, filled in place. When it is full, a
+        random half of it is served (each batch gathered from it) and the other half moved to
+        its front, in order, block by block; so nothing as large as the buffer is ever copied.
+        """
         generator = torch.Generator().manual_seed(self.seed)
-        buffer = torch.empty(0, self.d_in, device=self.device)
-        pending: list[Tensor] = []
-        n_pending = 0
+        pool = torch.empty(self.buffer_tokens, self.d_in, device=self.device)
+        n = 0
         for acts in self.activation_chunks():
-            pending.append(acts)
-            n_pending += len(acts)
-            if len(buffer) + n_pending < self.buffer_tokens:
-                continue
-            self.peak_buffer_tokens = max(self.peak_buffer_tokens, len(buffer) + n_pending)
-            batches, buffer = refill_and_split(buffer, torch.cat(pending), self.batch_size,
-                                               generator)
-            pending, n_pending = [], 0
-            for batch in batches:
-                yield self.normalize(batch)
-        # the data ran out: serve every full batch left, shuffled
-        new = torch.cat(pending) if pending else buffer[:0]
-        pool = torch.cat([buffer, new])
-        self.peak_buffer_tokens = max(self.peak_buffer_tokens, len(pool))
-        pool = pool[torch.randperm(len(pool), generator=generator).to(pool.device)]
-        for i in range(len(pool) // self.batch_size):
-            yield self.normalize(pool[i * self.batch_size : (i + 1) * self.batch_size])
+            pos = 0
+            while pos < len(acts):
+                take = min(self.buffer_tokens - n, len(acts) - pos)
+                pool[n : n + take] = acts[pos : pos + take]
+                n, pos = n + take, pos + take
+                if n == self.buffer_tokens:
+                    self.peak_buffer_tokens = n
+                    n = yield from self._serve(pool, n, generator, drain=False)
+        self.peak_buffer_tokens = max(self.peak_buffer_tokens, n)
+        yield from self._serve(pool, n, generator, drain=True)
+
+    def _serve(self, pool: Tensor, n: int, generator: torch.Generator,
+               drain: bool) -> Generator[Tensor, None, int]:
+        """Serve half of pool[:n] (all of it when `drain`) in random batches; keep the rest at
+        the front of the pool and return how many rows it kept."""
+        perm = torch.randperm(n, generator=generator).to(pool.device)
+        n_batches = (n if drain else n // 2) // self.batch_size
+        for i in range(n_batches):
+            yield self.normalize(pool[perm[i * self.batch_size : (i + 1) * self.batch_size]])
+        kept = perm[n_batches * self.batch_size :].sort().values
+        block = max(self.batch_size, 1)
+        for a in range(0, len(kept), block):  # kept[j] >= j: no row is overwritten unread
+            rows = kept[a : a + block]
+            pool[a : a + len(rows)] = pool[rows]
+        return len(kept)
 
     def batches(self, n: int | None = None) -> Iterator[Tensor]:
         """The first `n` batches (all of them if None)."""

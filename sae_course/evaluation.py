@@ -181,6 +181,7 @@ def evaluate_sae(sae, x: Tensor | Iterable[Tensor], true_features: Tensor | None
     sae.eval()
     stats = ReconstructionStats(sae.cfg.d_in, sae.cfg.d_sae, sae.device)
     for batch in [x] if isinstance(x, Tensor) else x:
+        sae.check_input(batch)  # before the reshape, which would fold a wrong width into rows
         batch = batch.reshape(-1, sae.cfg.d_in)
         out = sae(batch, sparse=False)
         stats.update(batch, out.x_hat, out.latents)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sae_course.settings import MODELS, _choice, get_settings
+from sae_course.settings import MODELS, _choice, pick_device
 
 GPT2_NAME = "gpt2"  # the Hugging Face repo TransformerLens boots for GPT-2 small
 GPT2_REPOS = ("gpt2", "openai-community/gpt2")  # the names it may be cached under
@@ -162,13 +162,16 @@ def load_gpt2(device: torch.device | str = "cpu") -> Any:
 def load_model(name: str | None = None, device: torch.device | str | None = None) -> Any:
     """The model for `name` ("auto", "gpt2" or "offline"; default: the `model` setting).
 
+    Only the settings not given are read from the environment (SAE_COURSE_MODEL,
+    SAE_COURSE_DEVICE), so a bad variable matters only when it is used.
+
     Returns a `TransformerBridge` in compatibility mode and eval mode, with gradients off.
     "auto" loads GPT-2 when it is cached or the hub is reachable, otherwise the offline
     model, and prints which one it chose and why.
     """
-    settings = get_settings()
-    name = _choice("model", name or settings.model, MODELS, "SAE_COURSE_MODEL")
-    device = device if device is not None else settings.device
+    name = _choice("model", name or os.environ.get("SAE_COURSE_MODEL") or "auto", MODELS,
+                   "SAE_COURSE_MODEL")
+    device = device if device is not None else pick_device(os.environ.get("SAE_COURSE_DEVICE"))
     if name == OFFLINE_NAME:
         return load_offline(device)
     if name == GPT2_NAME:

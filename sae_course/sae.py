@@ -135,6 +135,11 @@ class SAEConfig:
                     f"{name} must be a finite number >= 0, got {value!r}: a negative "
                     "coefficient would reward the very thing the loss term penalises."
                 )
+        if self.jumprelu_bandwidth == 0:
+            raise ValueError(
+                "jumprelu_bandwidth must be > 0: the JumpReLU threshold's gradient divides by "
+                "it. Fix: keep the default 0.001 or pass a small positive value."
+            )
         if self.k_aux < 0 or self.dead_after_tokens <= 0:
             raise ValueError("k_aux must be >= 0 and dead_after_tokens > 0.")
 
@@ -511,10 +516,10 @@ class SAE(nn.Module):
                 f"Input is on {x.device} but the SAE is on {self.device}: move one with "
                 f"x.to('{self.device}') or sae.to('{x.device}')."
             )
-        if torch.isnan(x).any():
+        if not bool(torch.isfinite(x).all()):
             raise ValueError(
-                "Input contains NaN values: check the activations (e.g. a normalisation dividing "
-                "by zero) before passing them to the SAE."
+                "Input contains NaN or Inf values: check the activations (e.g. a normalisation "
+                "dividing by zero, or float16 overflow) before passing them to the SAE."
             )
 
     # ---- the forward pass -----------------------------------------------------------------

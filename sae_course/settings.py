@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 BUDGETS = ("ci", "laptop", "gpu")
+MAX_SEED = 2**63 - 1  # torch.manual_seed's largest seed
 MODELS = ("auto", "gpt2", "offline")
 T = TypeVar("T")
 
@@ -104,6 +105,11 @@ def get_settings(
         raise ValueError(
             f"The seed must be an integer, got {raw_seed!r} (check SAE_COURSE_SEED)."
         ) from err
+    if not 0 <= sd <= MAX_SEED:
+        raise ValueError(
+            f"The seed must be in 0..2**63-1, got {sd} (check SAE_COURSE_SEED): larger seeds "
+            "overflow torch's generator. Fix: use a smaller seed, e.g. 0."
+        )
     mdl = _choice("model", model or os.environ.get("SAE_COURSE_MODEL") or "auto",
                   MODELS, "SAE_COURSE_MODEL")
     return Settings(device=dev, budget=bud, seed=sd, model=mdl)

@@ -106,3 +106,11 @@ def test_cached_gpt2_loads_offline_and_auto_prefers_it(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "gpt2 gpt2"
+
+
+def test_a_given_device_ignores_a_bad_device_variable(monkeypatch):
+    monkeypatch.setenv("SAE_COURSE_DEVICE", "quantum")
+    model = load_model("offline", device="cpu")
+    assert str(model.cfg.device) == "cpu"
+    with pytest.raises(ValueError, match="Unknown device 'quantum'"):
+        load_model("offline")

@@ -76,3 +76,9 @@ def test_stream_generator_repeats_and_keeps_streams_apart():
     assert torch.equal(draw(stream_generator("a")), from_global)
     torch.manual_seed(3)
     assert not torch.equal(from_global, torch.randn(8))
+
+
+def test_a_seed_too_large_for_torch_is_refused(monkeypatch):
+    monkeypatch.setenv("SAE_COURSE_SEED", str(2**70))
+    with pytest.raises(ValueError, match=r"0..2\*\*63-1.*SAE_COURSE_SEED.*Fix"):
+        get_settings()
