@@ -56,7 +56,9 @@ def test_setup_installs_torch_pinned_before_the_lock():
     assert torch_at < setup.index("-r requirements.lock")
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_command_then_the_browser_test():
     readme = (ROOT / "README.md").read_text()
-    assert "bash scripts/test.sh" in readme
-    assert "exec bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in ("bash scripts/test.sh", "bash scripts/test_browser.sh"):
+        assert command in readme and command in ci
+    assert ci.index("bash scripts/test.sh") < ci.index("bash scripts/test_browser.sh")
