@@ -108,7 +108,9 @@ class SAEConfig:
         for name in ("d_in", "d_sae"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+                what = "input width" if name == "d_in" else "number of latents"
+                raise ValueError(f"{name} must be a positive integer, got {value!r}. Fix: "
+                                 f"pass the SAE's {what}.")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(
                 f"Unknown architecture {self.architecture!r}: choose one of {ARCHITECTURES}."

@@ -82,25 +82,29 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not _is_int(self.n_steps) or self.n_steps <= 0:
-            raise ValueError(f"n_steps must be a positive integer, got {self.n_steps!r}.")
+            raise ValueError(f"n_steps must be a positive integer, got {self.n_steps!r}. "
+                             "Fix: pass how many optimizer steps to train, e.g. n_steps=2000.")
         if not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}: an infinite or "
                              "NaN learning rate turns every weight into NaN. Fix: e.g. lr=1e-3.")
         for name in ("lr_warmup_steps", "lr_decay_steps", "sparsity_warmup_steps",
                      "resample_every", "log_every", "snapshot_every", "checkpoint_every"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}.")
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}. "
+                                 "Fix: a number of steps (0 turns it off).")
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}. "
                              "Fix: keep the default (0.9, 0.999).")
         if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be an integer in 0..2**63-1, got {self.seed!r}.")
+            raise ValueError(f"seed must be an integer in 0..2**63-1, got {self.seed!r}. "
+                             "Fix: use a smaller seed, e.g. 0.")
         if not (isinstance(self.resample_until, (int, float)) and 0 <= self.resample_until <= 1):
             raise ValueError(f"resample_until is a fraction of training, in [0, 1]; got "
-                             f"{self.resample_until!r}.")
+                             f"{self.resample_until!r}. Fix: e.g. 0.5 (the first half).")
         if self.init_b_dec not in (None, "mean", "geometric_median"):
-            raise ValueError("init_b_dec must be None, 'mean' or 'geometric_median'.")
+            raise ValueError(f"init_b_dec must be None, 'mean' or 'geometric_median', got "
+                             f"{self.init_b_dec!r}. Fix: use one of those three.")
         self.betas = betas  # type: ignore[assignment]
 
     def lr_at(self, step: int) -> float:

@@ -7,7 +7,9 @@ must match the message (problem ... fix). `benchmarks/bad_inputs.py` reports how
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from sae_course import activations as A
+from sae_course.evaluation import evaluate_sae
+from sae_course.models import load_model
 from sae_course.sae import SAE, SAEConfig, SAEFileError
+from sae_course.settings import get_settings
+from sae_course.training import TrainConfig, train_sae
 
 D_IN, D_SAE = 4, 8
 
@@ -139,7 +146,175 @@ SAE_FILE_CASES: list[Case] = [
      r"cfg.json does not exist: an SAE folder needs"),
 ]
 
-CASES: list[Case] = SAE_FILE_CASES
+
+
+def _config(**kw: Any) -> Callable[[Path], Any]:
+    return lambda tmp: TrainConfig(**{"n_steps": 10, **kw})
+
+
+def _sae_config(**kw: Any) -> Callable[[Path], Any]:
+    return lambda tmp: SAEConfig(**{"d_in": D_IN, "d_sae": D_SAE, **kw})
+
+
+def _batch(step: int) -> torch.Tensor:
+    return torch.randn(16, D_IN, generator=torch.Generator().manual_seed(step))
+
+
+def _train(data: Any, n_steps: int = 4, checkpoint: Callable[[Path], Path] | None = None):
+    def call(tmp: Path) -> Any:
+        folder = checkpoint(tmp) if checkpoint is not None else None
+        return train_sae(_sae(), data, TrainConfig(n_steps=n_steps, progress=False),
+                         checkpoint_dir=folder)
+
+    return call
+
+
+def _with_bad(step: int, bad: Callable[[torch.Tensor], Any]) -> Callable[[int], Any]:
+    return lambda s: bad(_batch(s)) if s == step else _batch(s)
+
+
+def _inf(x: torch.Tensor) -> torch.Tensor:
+    x[0, 0] = float("inf")
+    return x
+
+
+def _escaping_state(tmp: Path) -> Path:
+    train_sae(_sae(), _batch, TrainConfig(n_steps=2, progress=False), checkpoint_dir=tmp / "c")
+    state = json.loads((tmp / "c" / "state.json").read_text())
+    state["tensors"] = "/etc/passwd"
+    (tmp / "c" / "state.json").write_text(json.dumps(state))
+    return tmp / "c"
+
+
+TRAINING_CASES: list[Case] = [
+    ("lr=inf", _config(lr=float("inf")), ValueError, r"lr must be a finite number > 0.*Fix"),
+    ("lr=nan", _config(lr=float("nan")), ValueError, r"lr must be a finite number > 0.*Fix"),
+    ("lr=0", _config(lr=0.0), ValueError, r"lr must be a finite number > 0.*Fix"),
+    ("n_steps=0", _config(n_steps=0), ValueError, r"n_steps must be a positive integer.*Fix"),
+    ("n_steps a float", _config(n_steps=2.5), ValueError, r"n_steps must be a positive integer"),
+    ("beta of 1", _config(betas=(0.9, 1.0)), ValueError, r"betas must be two numbers in \[0, "
+     r"1\).*Fix"),
+    ("seed 2**70 in TrainConfig", _config(seed=2**70), ValueError, r"seed must be an integer "
+     r"in 0..2\*\*63-1.*Fix"),
+    ("resample_until above 1", _config(resample_until=2.0), ValueError,
+     r"resample_until is a fraction.*Fix"),
+    ("negative log_every", _config(log_every=-1), ValueError, r"log_every must be an integer "
+     r">= 0.*Fix"),
+    ("unknown init_b_dec", _config(init_b_dec="median"), ValueError,
+     r"init_b_dec must be None, 'mean' or 'geometric_median'.*Fix"),
+    ("jumprelu_bandwidth=0", _sae_config(architecture="jumprelu", jumprelu_bandwidth=0.0),
+     ValueError, r"jumprelu_bandwidth must be > 0.*Fix"),
+    ("k above d_sae", _sae_config(architecture="topk", k=D_SAE + 1), ValueError,
+     r"k=9 is larger than d_sae=8.*use k <= 8"),
+    ("unknown architecture", _sae_config(architecture="gated"), ValueError,
+     r"Unknown architecture 'gated': choose one of"),
+    ("d_in=0", _sae_config(d_in=0), ValueError, r"d_in must be a positive integer.*Fix"),
+    ("NaN coefficient", _sae_config(sparsity_coefficient=float("nan")), ValueError,
+     r"sparsity_coefficient must be a finite number >= 0"),
+    ("Inf in a batch", _train(_with_bad(2, _inf)), ValueError,
+     r"Input contains NaN or Inf values: check the activations"),
+    ("data shorter than n_steps", _train([_batch(i) for i in range(3)], n_steps=5), ValueError,
+     r"data ran out after 3 batches, but n_steps=5.*Fix"),
+    ("token ids as a batch", _train(_with_bad(0, lambda x: torch.ones(16, D_IN, dtype=torch.long))),
+     ValueError, r"dtype torch.int64: token ids, not activations\? Fix"),
+    ("an empty batch", _train(_with_bad(1, lambda x: x[:0])), ValueError,
+     r"shape \(0, 4\).*at least one token.*Fix"),
+    ("a batch of the wrong width", _train(_with_bad(1, lambda x: torch.randn(16, D_IN + 1))),
+     ValueError, r"last dimension 5.*d_in=4.*pass activations of shape"),
+    ("a list as a batch", _train(_with_bad(0, lambda x: x.tolist())), ValueError,
+     r"is a list, not a tensor. Fix"),
+    ("checkpoint_dir a file", _train(_batch, checkpoint=_file), ValueError,
+     r"checkpoint_dir .*a_file is a file. Fix"),
+    ("state.json pointing outside", _train(_batch, checkpoint=_escaping_state), ValueError,
+     r"points at '/etc/passwd', not a checkpoint file in its own folder.*Fix"),
+    ("evaluate_sae on the wrong width", lambda tmp: evaluate_sae(_sae(), torch.randn(6, 8)),
+     ValueError, r"last dimension 8.*d_in=4.*pass activations of shape"),
+]
+
+
+@functools.cache
+def _model() -> Any:
+    return load_model("offline", device="cpu")
+
+
+def _tokens(**change: Any) -> torch.Tensor:
+    t = torch.randint(1, 100, (4, 12), generator=torch.Generator().manual_seed(0))
+    t[:, 0] = _model().tokenizer.bos_token_id or 0
+    return t
+
+
+def _store(contexts: Callable[[], Any], **kw: Any) -> Callable[[Path], Any]:
+    def call(tmp: Path) -> Any:
+        options = {"batch_size": 8, "buffer_mb": 1.0, "progress": False, **kw}
+        store = A.ActivationStore(_model(), contexts(), "blocks.0.hook_resid_pre", **options)
+        return list(store)
+
+    return call
+
+
+def _harvest(tokens: Callable[[], Any]) -> Callable[[Path], Any]:
+    return lambda tmp: A.harvest(_model(), tokens(), "blocks.0.hook_resid_pre")
+
+
+def _env(var: str, value: str, call: Callable[[], Any]) -> Callable[[Path], Any]:
+    def run(tmp: Path) -> Any:
+        before = os.environ.get(var)
+        os.environ[var] = value
+        try:
+            return call()
+        finally:
+            if before is None:
+                del os.environ[var]
+            else:
+                os.environ[var] = before
+
+    return run
+
+
+DATA_CASES: list[Case] = [
+    ("store batch_size=0", _store(_tokens, batch_size=0), ValueError,
+     r"batch_size must be a positive integer, got 0. Fix"),
+    ("store model_batch_size=0", _store(_tokens, model_batch_size=0), ValueError,
+     r"model_batch_size must be a positive integer, got 0. Fix"),
+    ("store buffer_mb=nan", _store(_tokens, buffer_mb=float("nan")), ValueError,
+     r"buffer_mb must be a finite number of MB"),
+    ("store buffer under two batches", _store(_tokens, batch_size=4096), ValueError,
+     r"fewer than two batches.*Fix: raise buffer_mb"),
+    ("store float tokens", _store(lambda: _tokens().float()), ValueError,
+     r"Tokens have dtype torch.float32; token ids are integers. Fix"),
+    ("store ids beyond the vocabulary", _store(lambda: _tokens() + 10**6), ValueError,
+     r"Token ids run from .* outside the model's vocabulary \(0..1949\). Fix"),
+    ("store negative ids", _store(lambda: _tokens() - 10**3), ValueError,
+     r"Token ids run from -.*outside the model's vocabulary.*Fix"),
+    ("store contexts longer than the model's", _store(lambda: torch.ones(2, 500,
+     dtype=torch.long)), ValueError, r"Contexts of 500 tokens are longer than the model's "
+     r"context \(128\). Fix: use context_len <= 128"),
+    ("store 1-D tokens", _store(lambda: _tokens()[0]), ValueError,
+     r"Tokens have shape \(12,\); the model wants \[n_contexts, context_len\].*Fix"),
+    ("store stream of float tokens", _store(lambda: iter([_tokens().float()])), ValueError,
+     r"Tokens have dtype torch.float32; token ids are integers. Fix"),
+    ("store unknown hook", lambda tmp: A.ActivationStore(_model(), _tokens(), "blocks.0.resid"),
+     ValueError, r"Unknown hook name 'blocks.0.resid'.*Valid hook names"),
+    ("harvest float tokens", _harvest(lambda: _tokens().double()), ValueError,
+     r"Tokens have dtype torch.float64.*Fix"),
+    ("harvest a list", _harvest(lambda: [[1, 2, 3]]), ValueError,
+     r"must be a torch tensor of token ids, got list. Fix"),
+    ("SAE_COURSE_SEED=2**70", _env("SAE_COURSE_SEED", str(2**70), get_settings), ValueError,
+     r"seed must be in 0..2\*\*63-1.*SAE_COURSE_SEED.*Fix"),
+    ("SAE_COURSE_SEED not a number", _env("SAE_COURSE_SEED", "abc", get_settings), ValueError,
+     r"seed must be an integer, got 'abc' \(check SAE_COURSE_SEED\)"),
+    ("unknown device", lambda tmp: get_settings(device="quantum"), ValueError,
+     r"Unknown device 'quantum': use 'auto', 'cpu'"),
+    ("unknown budget", lambda tmp: get_settings(budget="huge"), ValueError,
+     r"Unknown budget 'huge': choose one of ci, laptop, gpu.*SAE_COURSE_BUDGET"),
+    ("unknown model", lambda tmp: load_model("gpt3", device="cpu"), ValueError,
+     r"Unknown model 'gpt3': choose one of auto, gpt2, offline"),
+    ("bad SAE_COURSE_DEVICE with no device given",
+     _env("SAE_COURSE_DEVICE", "quantum", lambda: load_model("offline")), ValueError,
+     r"Unknown device 'quantum'"),
+]
+
+CASES: list[Case] = SAE_FILE_CASES + TRAINING_CASES + DATA_CASES
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
