@@ -22,10 +22,21 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+"""The process's umask, read once: temporary files get the mode a plain open() would give."""
+
+
 def _temporary_beside(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private (0600)
     return tmp
 
 
@@ -110,6 +121,7 @@ def write_folder_atomic(folder: Path, write: Callable[[Path], None]) -> None:
     for stale in stale_folders(folder):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}{NEW_FOLDER_TAG}"))
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private (0700)
     try:
         write(tmp)
         if not folder.exists():

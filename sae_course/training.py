@@ -239,15 +239,18 @@ def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: Trai
                 "pass a source with at least n_steps batches (e.g. a function step -> batch, or "
                 "more contexts for the activation store), or lower n_steps."
             )
-        check_batch(x, sae, step)
-        if step == 0:
-            if cfg.init_b_dec is not None:
-                sae.init_b_dec(x, cfg.init_b_dec)
-            if cfg.snapshot_every:
-                _snapshot(sae, result, 0)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        out, values = train_step(sae, optimizer, x, cfg.sparsity_factor_at(step), step=step)
+        check_batch(x, step)
+        try:  # sae.init_b_dec and sae.forward check the values (sae.check_input)
+            if step == 0:
+                if cfg.init_b_dec is not None:
+                    sae.init_b_dec(x, cfg.init_b_dec)
+                if cfg.snapshot_every:
+                    _snapshot(sae, result, 0)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(step)
+            out, values = train_step(sae, optimizer, x, cfg.sparsity_factor_at(step), step=step)
+        except ValueError as err:
+            raise ValueError(f"The batch for step {step}: {err}") from None
         done = step + 1
         if cfg.resample_every and done % cfg.resample_every == 0 and done <= n_resample_steps:
             n = resample_dead_latents(sae, x, optimizer=optimizer, generator=generator)
@@ -278,8 +281,9 @@ def _train(sae: SAE, data: Callable[[int], Tensor] | Iterable[Tensor], cfg: Trai
     return result
 
 
-def check_batch(x: Any, sae: SAE, step: int) -> None:
-    """Raise ValueError naming the step when a batch cannot be training data for `sae`."""
+def check_batch(x: Any, step: int) -> None:
+    """Raise ValueError naming the step when a batch is not float activations [n, d]; the
+    SAE checks their width, dtype, device and values itself (`SAE.check_input`)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"The batch for step {step} is a {type(x).__name__}, not a tensor. "
                          "Fix: the data source must give torch tensors [n_tokens, d_in].")
@@ -292,7 +296,6 @@ def check_batch(x: Any, sae: SAE, step: int) -> None:
         raise ValueError(f"The batch for step {step} has shape {tuple(x.shape)}: it needs at "
                          "least one token of d_in values ([n_tokens, d_in], n_tokens >= 1). Fix: "
                          "check the data source's batch_size.")
-    sae.check_input(x)
 
 
 def check_checkpoint_folder(folder: Path, sae: SAE, cfg: TrainConfig) -> None:

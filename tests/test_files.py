@@ -55,3 +55,12 @@ def test_write_folder_atomic_replaces_the_folder_as_a_whole(tmp_path, monkeypatc
     (tmp_path / ".pair.new-stale").mkdir()  # what a kill during a write leaves
     files.write_folder_atomic(target, pair("newer"))
     assert files.stale_folders(target) == [] and (target / "b").read_text() == "newer"
+
+
+def test_written_files_and_folders_get_the_umask_mode_not_a_private_one(tmp_path):
+    from sae_course import files
+
+    write_text_atomic(tmp_path / "note.txt", "hello")
+    files.write_folder_atomic(tmp_path / "pair", lambda tmp: (tmp / "a").write_text("x"))
+    assert (tmp_path / "note.txt").stat().st_mode & 0o777 == 0o666 & ~files.UMASK
+    assert (tmp_path / "pair").stat().st_mode & 0o777 == 0o777 & ~files.UMASK
