@@ -417,17 +417,19 @@ def plot_training_curves(
 ) -> Figure:
     """One row per run (`label -> training log`, e.g. `TrainResult.history`): the loss terms
     (log scale, shared by every row so runs compare), L0 (log scale), explained variance and
-    the dead fraction against the step. `notes[label]` is printed under the row's label."""
+    the dead fraction against the step. With `notes`, a last column shows `notes[label]`."""
     n = max(len(runs), 1)
-    fig, axes = plt.subplots(n, 4, figsize=(13, 2.6 * n + 0.4), squeeze=False,
-                             sharey="col", sharex=True)
+    n_cols = 4 + bool(notes)
+    ratios = [1, 1, 1, 1, 0.9][:n_cols]
+    fig, axes = plt.subplots(n, n_cols, figsize=(3.1 * sum(ratios), 2.4 * n + 0.5),
+                             squeeze=False, gridspec_kw={"width_ratios": ratios})
     for row, (label, history) in zip(axes, runs.items(), strict=False):
         steps = [h["step"] for h in history]
         terms = sorted({k for h in history for k in h if k.startswith("loss_")})
         for term in ["loss", *terms]:
             ys = [h.get(term, float("nan")) for h in history]
-            row[0].plot(steps, ys, lw=1.6 if term == "loss" else 1,
-                        label="total" if term == "loss" else term[len("loss_"):])
+            row[0].plot(steps, ys, lw=2.2 if term == "loss" else 1, alpha=0.6 if term == "loss"
+                        else 1, label="total" if term == "loss" else term[len("loss_"):])
         row[1].plot(steps, [h["l0"] for h in history], color="C3")
         row[2].plot(steps, [h["explained_variance"] for h in history], color="C2")
         row[3].plot(steps, [h["dead_fraction"] for h in history], color="C7")
@@ -437,14 +439,23 @@ def plot_training_curves(
             row[1].set_yscale("log")
         row[2].set_ylim(-0.2, 1.02)
         row[3].set_ylim(-0.02, 1.02)
-        note = f"\n{notes[label]}" if notes and label in notes else ""
-        row[0].set_ylabel(f"{label}{note}", fontsize=9)
-    for ax, title in zip(axes[0], TRAINING_PANELS, strict=True):
+        row[0].set_ylabel(label, fontsize=10)
+        for ax in row[:4]:
+            ax.set_xlabel("step", fontsize=8)
+            if n_steps is not None:
+                ax.set_xlim(0, n_steps)
+        if notes:
+            row[4].axis("off")
+            row[4].text(0, 0.5, notes.get(label, ""), fontsize=9, va="center", family="monospace")
+    for col in (0, 1):  # the same scale in every row, so runs compare at a glance
+        lows = [ax.get_ylim()[0] for ax in axes[:, col]]
+        highs = [ax.get_ylim()[1] for ax in axes[:, col]]
+        for ax in axes[:, col]:
+            ax.set_ylim(min(lows), max(highs))
+    for ax, title in zip(axes[0], TRAINING_PANELS, strict=False):
         ax.set_title(title, fontsize=10)
-    for ax in axes[-1]:
-        ax.set_xlabel("step")
-        if n_steps is not None:
-            ax.set_xlim(0, n_steps)
+    if notes:
+        axes[0, 4].set_title("evaluated in the model", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -7,15 +7,41 @@ message says what differs and, when the answer matches a known mistake, names it
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _library_file(filename: str) -> bool:
+    """True for the course's own files and installed packages (not the learner's cells)."""
+    path = Path(filename).resolve()
+    return path.is_relative_to(_PACKAGE_DIR) or "site-packages" in path.parts
+
 
 class CheckFailed(AssertionError):
-    """The learner's code gave a different answer from the reference."""
+    """The learner's code gave a different answer from the reference.
+
+    In Jupyter it shows as its message, not as a traceback through the checks (IPython calls
+    `_render_traceback_`); when it wraps an error raised by the learner's code, the line of
+    that code which raised is shown too.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        lines = [f"CheckFailed: {self}"]
+        cause = self.__cause__
+        if cause is not None and cause.__traceback__ is not None:
+            yours = [f for f in traceback.extract_tb(cause.__traceback__)
+                     if not _library_file(f.filename)]
+            if yours:
+                lines.append(f"  raised in your code at line {yours[-1].lineno}: "
+                             f"{yours[-1].line}")
+        return lines
 
 
 def passed(exercise: str, detail: str) -> None:
