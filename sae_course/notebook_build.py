@@ -19,7 +19,6 @@ Check they are up to date:         python -m sae_course.notebook_build --check
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -196,14 +195,13 @@ def notebook_text(nb: nbformat.NotebookNode) -> str:
 
 
 def build_all(out_dir: Path = NOTEBOOKS_DIR, learner: bool = True) -> list[Path]:
-    """Write the notebook of every source into `out_dir`, readable by all (0644) like any
-    file a person saves; returns the paths written."""
+    """Write the notebook of every source into `out_dir` (with the mode any saved file gets,
+    0644 under the usual umask); returns the paths written."""
     written = []
     for src in source_paths():
         exercises(src)  # validate the conventions before writing anything
         target = out_dir / f"{src.stem}.ipynb"
         write_text_atomic(target, notebook_text(build_notebook(src, learner)))
-        os.chmod(target, 0o644)
         written.append(target)
     return written
 

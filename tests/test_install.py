@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 import sae_course
-from sae_course import notebook_build
+from sae_course import files, notebook_build
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,8 @@ def test_setup_asks_for_the_torch_index_before_installing_torch():
 
 def test_built_notebooks_are_readable_by_all_and_carry_the_kernel_metadata(tmp_path):
     for path in notebook_build.build_all(tmp_path, learner=False):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+        # the mode open() gives a new file: 0644 under the usual umask 022, never 0600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~files.UMASK, path.name
         metadata = nbformat.read(path, as_version=4).metadata
         assert metadata == notebook_build.kernel_metadata()
 

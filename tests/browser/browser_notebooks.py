@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -40,7 +42,7 @@ MAX_ERROR_LINES = 12  # a learner's "not written yet" message, traceback include
 TEXT_PROGRESS = re.compile(r"\d+%\|.*\|")  # tqdm's text bar, as printed without widgets
 WIDGET_REPR = re.compile(
     r"^(VBox|HBox|Box|IntSlider|FloatSlider|SelectionSlider|FloatProgress|IntProgress|Output|"
-    r"HTML|Label|Button|Dropdown)\(|<sae_course\.widgets[.\w]* object at 0x"
+    r"HTML|Label|Button|Dropdown)\(|<sae_course\.widgets[.\w]*( object)? at 0x"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -60,11 +62,14 @@ def lab() -> Iterator[LabServer]:
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.pop("MPLBACKEND", None)  # the kernel's own inline backend draws the figures
     server = LabServer(root=root, log_path=SHOTS / "jupyterlab.log", env=env)
+    # A terminated test run (a CI timeout) unwinds through the finally below like an error.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         server.start()
         yield server
     finally:
         server.stop()
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -78,15 +83,21 @@ def page(lab: LabServer) -> Iterator[LabPage]:
 
 
 @pytest.fixture
-def opened(page: LabPage) -> Iterator[LabPage]:
-    """The page, with every kernel shut down after the test."""
+def opened(page: LabPage, request: pytest.FixtureRequest) -> Iterator[LabPage]:
+    """The page; after the test, a screenshot of the whole page and every kernel shut down."""
     yield page
+    page.driver.save_screenshot(shot_path(f"page-{request.node.name}"))
     page.server.shutdown_kernels()
+
+
+def shot_path(name: str) -> str:
+    """Where the screenshot called `name` goes."""
+    return str(SHOTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png")
 
 
 def shot(element: WebElement, name: str) -> None:
     """Save a screenshot of `element` for a person to look at."""
-    element.screenshot(str(SHOTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"))
+    element.screenshot(shot_path(name))
 
 
 def text_of(output: dict[str, Any]) -> str:

@@ -230,6 +230,7 @@ class LabPage:
         ), timeout, f"JupyterLab to open {path}")
         self.js(OBSERVER_JS)
         wait_for(lambda: self.kernel_status() == "idle", timeout, f"the kernel of {path}")
+        time.sleep(1.0)  # JupyterLab writes the kernel's metadata as it answers
 
     def js(self, script: str, *args: Any) -> Any:
         return self.driver.execute_script(script, *args)
