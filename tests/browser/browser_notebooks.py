@@ -192,6 +192,10 @@ def widget_problems(page: LabPage, stem: str, cells: list[dict[str, Any]]) -> li
             for bad in ("Error displaying widget", "Loading widget..."):
                 if bad in text:
                     problems.append(f"cell {i}: a widget shows {text.strip()[:200]!r}")
+            if view.find_elements(By.CSS_SELECTOR, ".jupyter-widgets-error-widget"):
+                problems.append(f"cell {i}: a widget failed to display: {text.strip()[:200]!r}")
+                shot(view, f"{stem}-cell{i:03d}-{k}-failed")
+                continue
             if view.find_elements(By.CSS_SELECTOR, ".widget-hprogress, .widget-progress"):
                 continue
             name = registered(cell["source"])
@@ -204,7 +208,8 @@ def widget_problems(page: LabPage, stem: str, cells: list[dict[str, Any]]) -> li
             if WIDGET_CHECKS[name].live:
                 problems += live_problems(page, i, name, view)
             problems += check_widget(page, view, name, label)
-    problems += [f"a widget showed, while running: {e!r}" for e in page.seen()["errors"]]
+    problems += [f"a widget failed to display while running: {' '.join(e.split())!r}"
+                 for e in page.seen()["errors"]]
     return problems
 
 

@@ -152,7 +152,7 @@ def chromium_driver(width: int = 1400, height: int = 1000) -> webdriver.Chrome:
 
 
 # Records, for the page's lifetime, what appeared in the DOM even briefly: progress widgets
-# (tqdm bars close themselves when done) and widget errors.
+# (tqdm bars close themselves when done) and widgets that failed to display.
 OBSERVER_JS = """
 window.__seen = {progress: 0, errors: []};
 window.__watched = {};
@@ -162,7 +162,10 @@ new MutationObserver(mutations => {
     if (n.matches('.widget-hprogress, .widget-progress') ||
         n.querySelector('.widget-hprogress, .widget-progress')) window.__seen.progress++;
     const text = n.textContent || '';
-    if (text.includes('Error displaying widget')) window.__seen.errors.push(text.slice(0, 300));
+    if (text.includes('Error displaying widget') || n.matches('.jupyter-widgets-error-widget')
+        || n.querySelector('.jupyter-widgets-error-widget')) {
+      window.__seen.errors.push(text.slice(0, 300));
+    }
   }
 }).observe(document.body, {childList: true, subtree: true});
 """
