@@ -87,13 +87,12 @@ def _suite(n_layers: int) -> list[Spec]:
     for seed in (1, 2):
         out.append(Spec(f"blocks.{MAIN_LAYER}.hook_resid_pre/topk-{MAIN_WIDTH}-k{MAIN_K}-seed{seed}",
                         MAIN_LAYER, "topk", MAIN_WIDTH, MAIN_K, seed=seed, role="seed"))
-    out.append(Spec(f"blocks.{MAIN_LAYER}.hook_resid_pre/jumprelu-{MAIN_WIDTH}", MAIN_LAYER,
-                    "jumprelu", MAIN_WIDTH, sparsity_coefficient=JUMPRELU_L0_COEFFICIENT,
-                    role="jumprelu"))
+    out.append(Spec(f"blocks.{MAIN_LAYER}.hook_resid_pre/relu-{MAIN_WIDTH}", MAIN_LAYER,
+                    "relu", MAIN_WIDTH, sparsity_coefficient=RELU_L1_COEFFICIENT, role="relu"))
     return out
 
 
-JUMPRELU_L0_COEFFICIENT = 0.05
+RELU_L1_COEFFICIENT = float(os.environ.get("SUITE_RELU_L1", "3.5"))  # on normalised inputs
 DEAD_AFTER_TOKENS = 250_000  # during training, AuxK revives latents silent this long
 
 
@@ -107,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-contexts", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--only", default=None,
-                   help="comma-separated roles to train (main, layer, width, k, seed, jumprelu)")
+                   help="comma-separated roles to train (main, layer, width, k, seed, relu)")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
 
@@ -145,7 +144,7 @@ def train_one(spec: Spec, acts: torch.Tensor, scale: float, args: argparse.Names
     steps = spec.steps(args.steps)
     train_cfg = TrainConfig(
         n_steps=steps, lr=args.lr, lr_warmup_steps=steps // 20, lr_decay_steps=steps // 5,
-        sparsity_warmup_steps=steps // 10 if spec.architecture == "jumprelu" else 0,
+        sparsity_warmup_steps=steps // 10 if spec.architecture == "relu" else 0,
         log_every=50, seed=spec.seed, threads=args.threads,
     )
     train_sae(sae, batch, train_cfg)
