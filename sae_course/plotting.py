@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -439,7 +440,10 @@ def plot_training_curves(
             row[1].set_yscale("log")
         row[2].set_ylim(-0.2, 1.02)
         row[3].set_ylim(-0.02, 1.02)
-        row[0].set_ylabel(label, fontsize=10)
+        if n > 1:
+            row[0].set_ylabel(label, fontsize=10)
+        else:
+            fig.suptitle(label, fontsize=10)
         for ax in row[:4]:
             ax.set_xlabel("step", fontsize=8)
             if n_steps is not None:
@@ -487,15 +491,17 @@ def plot_ce_frontier(
     per group (`label -> points` with keys "l0", "ce_gap", "explained_variance"); points of a
     group are joined in L0 order. `annotate`: a key whose value is written by each point."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    written: set[str] = set()
     for i, (label, points) in enumerate(groups.items()):
-        pts = sorted(points, key=lambda p: p["l0"])
+        pts = sorted(points, key=lambda p: (p["l0"], p.get("d_sae", 0)))
         xs = [p["l0"] for p in pts]
         style = dict(marker="os^vDP*X"[i % 8], label=label, ls="-" if len(pts) > 1 else "")
         axes[0].plot(xs, [p["ce_gap"] for p in pts], **style)
         axes[1].plot(xs, [p["explained_variance"] for p in pts], **style)
         if annotate:
             for p in pts:
-                if annotate in p:
+                if annotate in p and str(p[annotate]) not in written:
+                    written.add(str(p[annotate]))
                     axes[0].annotate(str(p[annotate]), (p["l0"], p["ce_gap"]), fontsize=7,
                                      textcoords="offset points", xytext=(4, 4))
     axes[0].set(xscale="log", yscale="log", xlabel="L0 (active latents per token)",
@@ -503,6 +509,9 @@ def plot_ce_frontier(
     axes[1].set(xscale="log", xlabel="L0 (active latents per token)",
                 ylabel="explained variance", title="Sparsity vs reconstruction")
     for ax in axes:
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -91,5 +91,9 @@ def test_training_curves_one_row_per_run_with_notes():
     history = [{"step": s, "loss": 1.0 / s, "loss_mse": 1.0 / s, "l0": 3.0,
                 "explained_variance": 0.9, "dead_fraction": 0.1} for s in (1, 2)]
     fig = plotting.plot_training_curves({"a": history, "b": history}, notes={"b": "CE gap 1"})
-    assert len(fig.axes) == 8
-    assert fig.axes[4].get_ylabel() == "b\nCE gap 1"
+    assert len(fig.axes) == 10  # 4 panels and a column of notes, per run
+    assert fig.axes[5].get_ylabel() == "b"
+    assert [t.get_text() for t in fig.axes[9].texts] == ["CE gap 1"]
+    assert [t.get_text() for t in fig.axes[4].texts] == [""]
+    single = plotting.plot_training_curves({"only": history})
+    assert len(single.axes) == 4 and single.texts[0].get_text() == "only"
