@@ -95,29 +95,34 @@ class ProbeResult:
     chance: float
     n_train: int
     n_test: int
+    tokens: str = "all"  # "all" tokens of a story, or only those "after shown" (see below)
 
 
 def story_factor_probe_table(model: Any, tokenizer: Any, n_contexts: int = 160,
                              factors: Sequence[str] | None = None, seed: int = PROBE_SEED,
                              test_every: int = 4) -> list[ProbeResult]:
     """Probe accuracy of every story-level factor at every layer of a Hugging Face GPT-2
-    model, on held-out stories (see `probe_story_factors`)."""
+    model, on held-out stories, on all tokens and on the tokens after the factor was shown
+    (see `probe_story_factors`)."""
     from sae_course.storyworld import labelled_contexts
 
     ctx = labelled_contexts(tokenizer, n_contexts, seed=seed)
     names, resid = residual_streams(model, ctx.tokens)
-    return probe_story_factors(resid, names, ctx, factors, test_every)
+    return (probe_story_factors(resid, names, ctx, factors, test_every)
+            + probe_story_factors(resid, names, ctx, factors, test_every, after_shown=True))
 
 
 def probe_story_factors(resid: Tensor, layer_names: Sequence[str], contexts: Any,
                         factors: Sequence[str] | None = None, test_every: int = 4,
-                        progress: bool = True) -> list[ProbeResult]:
+                        progress: bool = True, after_shown: bool = False) -> list[ProbeResult]:
     """Fit one probe per (story-level factor, layer) and score it on held-out stories.
 
     resid: [n_layers, n_contexts, context_len, d] residual streams of `contexts` (a
     `storyworld.LabelledContexts`). BOS positions are left out; a token's story goes to the test
     set when its index is a multiple of `test_every`, so no story is in both sets. Chance is the
-    test share of the most common class.
+    test share of the most common class. With `after_shown`, only tokens after the context has
+    shown the factor (`LabelledContexts.shown_mask`) are used, for training and testing: there
+    the factor is knowable, so the accuracy measures how linearly the model writes it.
     """
     from sae_course.storyworld import STORY_FACTOR_VALUES, STORY_FACTORS
 
@@ -135,32 +140,38 @@ def probe_story_factors(resid: Tensor, layer_names: Sequence[str], contexts: Any
     flat_labels = [lab for row in contexts.labels for lab in row]
     results = []
     for factor in tqdm(factors, desc="probes", leave=False, disable=not progress):
+        if after_shown:
+            shown = contexts.shown_mask(factor).flatten()
+            train_f, test_f = train & shown, test & shown
+        else:
+            train_f, test_f = train, test
         values = STORY_FACTOR_VALUES[factor]
         y = torch.tensor([values.index(lab[factor]) if lab[factor] is not None else -1
                           for lab in flat_labels])
-        counts = torch.bincount(y[test], minlength=len(values))
+        counts = torch.bincount(y[test_f], minlength=len(values))
         chance = float(counts.max() / counts.sum())
         for name, acts in zip(layer_names, resid, strict=True):
             x = acts.reshape(-1, acts.shape[-1]).cpu()
-            probe = fit_probe(x[train], y[train], len(values))
-            results.append(ProbeResult(factor, name, probe.accuracy(x[test], y[test]), chance,
-                                       int(train.sum()), int(test.sum())))
+            probe = fit_probe(x[train_f], y[train_f], len(values))
+            results.append(ProbeResult(factor, name, probe.accuracy(x[test_f], y[test_f]),
+                                       chance, int(train_f.sum()), int(test_f.sum()),
+                                       "after shown" if after_shown else "all"))
     return results
 
 
 def format_probe_table(results: Sequence[ProbeResult]) -> str:
     """Factors as rows, layers as columns, as a Markdown table of held-out accuracies."""
     layers = list(dict.fromkeys(r.layer for r in results))
-    factors = list(dict.fromkeys(r.factor for r in results))
-    acc = {(r.factor, r.layer): r for r in results}
-    lines = ["| factor | chance | " + " | ".join(f"`{n}`" for n in layers) + " |",
-             "|---|---|" + "---|" * len(layers)]
-    for f in factors:
-        first = acc[f, layers[0]]
-        cells = " | ".join(f"{acc[f, n].accuracy:.3f}" for n in layers)
-        lines.append(f"| {f} | {first.chance:.3f} | {cells} |")
-    first = results[0]
-    lines.append(f"\nEvery token of a story carries its story's label (BOS excluded), so the "
-                 f"first tokens of a story, before it has shown the factor, cap the accuracy "
-                 f"below 1. {first.n_train:,} training and {first.n_test:,} test tokens.")
+    keys = list(dict.fromkeys((r.factor, r.tokens) for r in results))
+    acc = {(r.factor, r.tokens, r.layer): r for r in results}
+    lines = ["| factor | tokens | chance | " + " | ".join(f"`{n}`" for n in layers) + " |",
+             "|---|---|---|" + "---|" * len(layers)]
+    for f, t in keys:
+        first = acc[f, t, layers[0]]
+        cells = " | ".join(f"{acc[f, t, n].accuracy:.3f}" for n in layers)
+        lines.append(f"| {f} | {t} ({first.n_test:,}) | {first.chance:.3f} | {cells} |")
+    lines.append("\nTokens: the number of test tokens in brackets. Every token of a story carries "
+                 "its story's label (BOS excluded), so on *all* tokens the first ones, before "
+                 "the story has shown the factor, cap the accuracy below 1; *after shown* keeps "
+                 "only tokens that follow a word showing it in the same context.")
     return "\n".join(lines)

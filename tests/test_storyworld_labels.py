@@ -143,3 +143,18 @@ def test_labelled_contexts_are_the_activation_stores_contexts(shipped_tokenizer)
     assert not torch.equal(other.tokens, ctx.tokens)
     with pytest.raises(ValueError, match="context_len"):
         sw.labelled_contexts(tok, 2, context_len=1)
+
+
+def test_shown_mask_marks_tokens_after_the_factor_is_shown(shipped_tokenizer):
+    ctx = sw.labelled_contexts(shipped_tokenizer, n_contexts=6, context_len=96, seed=8)
+    for factor, key in (("topic", "topic_word"), ("sentiment", "sentiment_word")):
+        mask = ctx.shown_mask(factor)
+        assert mask.any() and not mask[:, 0].any()
+        for i in range(6):
+            for j in range(96):
+                story = int(ctx.story_index[i, j])
+                earlier = [ctx.labels[i][t][key] for t in range(j)
+                           if int(ctx.story_index[i, t]) == story]
+                assert bool(mask[i, j]) == (story >= 0 and any(v is not None for v in earlier))
+    with pytest.raises(ValueError, match="topic"):
+        ctx.shown_mask("colour")

@@ -8,9 +8,9 @@ topic, the other tense...). The model passes the slot when it gives the true tex
 log-probability (over the swapped word and the token after it, so a word that is a prefix of
 its rival gets no edge). Story-level factors are only tested after the story has shown them.
 
-Facts are tested by recall: after "Mara is", "Mara lives in", "Mara has", "Lyon is in", the
-true object must score highest among every object of that relation (every job, city, pet
-species or country), for common and for rare entities (the Zipf tail) separately.
+Facts are tested by recall: after "Mara is", "Mara lives in", "Mara has", and "... travels to
+Lyon, in", the true object must score highest among every object of that relation (every job,
+city, pet species or country), for common and for rare entities (the Zipf tail) separately.
 """
 
 from __future__ import annotations
@@ -307,8 +307,13 @@ def fact_queries(world: World, names: Sequence[str], cities: Sequence[str]
         queries.append(("home city", homes, all_cities.index(c.city)))
         pets = [f"{name} has {article(p)} {p} called" for p in PET_SPECIES]
         queries.append(("pet", pets, PET_SPECIES.index(c.pet_species)))
+    # A city's country is asked where stories state it: in a trip, after a short opening
+    # (a story never starts with a city, so "<BOS>Lyon is in" is not StoryWorld).
+    guide = world.characters[world.names[0]]
+    opening = (f"{guide.name} is {article(guide.job)} {guide.job}. {guide.name} lives in "
+               f"{guide.city}. {guide.name} travels to")
     for city in cities:
-        options = [f"{city} is in {country}." for country in countries]
+        options = [f"{opening} {city}, in {country}." for country in countries]
         queries.append(("country", options, countries.index(world.city_country[city])))
     return queries
 

@@ -24,6 +24,14 @@ from sae_course.storyworld.labels import (
     story_token_labels,
 )
 
+EVIDENCE: dict[str, Any] = {
+    "topic": lambda lab: lab["topic_word"] is not None,
+    "subtopic": lambda lab: lab["subtopic_word"] is not None,
+    "sentiment": lambda lab: lab["sentiment_word"] is not None,
+    "tense": lambda lab: lab["verb_tense"] is not None and not lab["in_quote"],
+}
+"""Which word shows each story-level factor (see `LabelledContexts.shown_mask`)."""
+
 STORIES_PER_ROUND = 64
 """Stories are drawn in rounds of this many, each round from its own seed (`round_seed`)."""
 
@@ -56,6 +64,24 @@ class LabelledContexts:
         flat = [lab for row in self.labels for lab in row]
         m = feature_matrix(flat, names)
         return m.reshape(*self.tokens.shape, m.shape[-1])
+
+    def shown_mask(self, factor: str) -> Tensor:
+        """[n, context_len] bool: True where an earlier token of the same context and story
+        already showed the story-level `factor` (a topic or subtopic word, a sentiment word, a
+        verb of the narration), so the model could know it there."""
+        if factor not in EVIDENCE:
+            raise ValueError(f"Unknown story factor {factor!r}: choose one of "
+                             f"{', '.join(EVIDENCE)}.")
+        shows = EVIDENCE[factor]
+        out = torch.zeros(self.tokens.shape, dtype=torch.bool)
+        for i, row in enumerate(self.labels):
+            seen = -1  # the story whose factor has been shown in this context so far
+            for j, lab in enumerate(row):
+                story = int(self.story_index[i, j])
+                out[i, j] = story >= 0 and seen == story
+                if story >= 0 and shows(lab):
+                    seen = story
+        return out
 
     def label_values(self, key: str) -> list[list[Any]]:
         """The value of one label (e.g. "topic", "entity") at every token."""
