@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -54,17 +53,18 @@ def lab() -> Iterator[LabServer]:
     SHOTS.mkdir(parents=True)
     work = Path(tempfile.mkdtemp(prefix="sae-course-browser-"))
     root = work / "course"
-    (root / "solutions").mkdir(parents=True)
-    for src in SOURCES:
-        shutil.copy2(BUILD_DIR / f"{src.stem}.ipynb", root / "solutions")
-    build_all(root / "learner", learner=True)  # what notebooks/ holds when it is up to date
     env = dict(os.environ, SAE_COURSE_BUDGET="ci", SAE_COURSE_MODEL="offline",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.pop("MPLBACKEND", None)  # the kernel's own inline backend draws the figures
     server = LabServer(root=root, log_path=SHOTS / "jupyterlab.log", env=env)
-    # A terminated test run (a CI timeout) unwinds through the finally below like an error.
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # A terminated run (a CI timeout) stops like Ctrl-C: pytest ends the session, and the
+    # finally below still stops the server.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        (root / "solutions").mkdir(parents=True)
+        for src in SOURCES:
+            shutil.copy2(BUILD_DIR / f"{src.stem}.ipynb", root / "solutions")
+        build_all(root / "learner", learner=True)  # what notebooks/ holds when up to date
         server.start()
         yield server
     finally:
