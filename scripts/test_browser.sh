@@ -23,4 +23,4 @@ export CHROMIUM="$(command -v "${CHROMIUM:-chromium}")"
 export CHROMEDRIVER="$(command -v "${CHROMEDRIVER:-chromedriver}")"
 export SAE_COURSE_BUDGET=ci SAE_COURSE_MODEL=offline HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export SE_OFFLINE=true  # Selenium Manager must never download a browser or a driver
-exec .venv/bin/python -m pytest tests/browser/browser_notebooks.py --durations=10 "$@"
+exec .venv/bin/python -m pytest tests/browser/browser_notebooks.py --durations=0 "$@"

@@ -3,10 +3,11 @@
 Run by scripts/test_browser.sh (not by the default `pytest`, see tests/browser/__init__.py).
 Each solution notebook the build writes to tests/_build/ is opened (it must not be marked
 modified), run from the Run menu, and must show no error, every widget drawn (no "Error
-displaying widget", no "Loading widget...", no plain-text repr), progress bars as widgets,
-and every slider that WIDGET_CHECKS moves must change what its widget draws. Each learner
-notebook must stop at its first exercise with a short message naming it. Screenshots of
-every widget before and after each move land in tests/_browser_screenshots/.
+displaying widget", no "Loading widget...", no plain-text repr), progress bars as widgets
+(none left red, short of its total), and every slider that WIDGET_CHECKS moves must change
+what its widget draws (a live widget must redraw while its cell runs). Each learner notebook
+must stop at its first exercise with a short message naming it. Screenshots of every widget
+before and after each move land in tests/_browser_screenshots/.
 """
 
 from __future__ import annotations
@@ -197,6 +198,11 @@ def widget_problems(page: LabPage, stem: str, cells: list[dict[str, Any]]) -> li
                 shot(view, f"{stem}-cell{i:03d}-{k}-failed")
                 continue
             if view.find_elements(By.CSS_SELECTOR, ".widget-hprogress, .widget-progress"):
+                if view.find_elements(By.CSS_SELECTOR, ".progress-bar-danger"):
+                    # tqdm turns a bar red when it is closed before its total (or on an error)
+                    problems.append(f"cell {i}: a progress bar ends red, short of its total: "
+                                    f"{' '.join(text.split())!r}")
+                    shot(view, f"{stem}-cell{i:03d}-{k}-progress-red")
                 continue
             name = registered(cell["source"])
             if name is None:
