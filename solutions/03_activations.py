@@ -51,7 +51,8 @@ import torch
 from torch import Tensor
 
 from sae_course import activations as acts_lib
-from sae_course import checks
+from sae_course import checks, probing
+from sae_course import storyworld as sw
 from sae_course import text as text_lib
 from sae_course.activations import ActivationStore, StopForward
 from sae_course.models import load_model, model_name_of
@@ -481,6 +482,83 @@ print(f"mean norm in model units: {raw.norm(dim=-1).mean():.2f}; "
 shutil.rmtree(cache_dir)  # a demo cache; for real runs pass a folder you keep
 
 # %% [markdown]
+# ## 9. A first look inside: what a straight line can read
+#
+# Before training an SAE on these activations, ask a simpler question: is a factor of the text
+# **linearly readable** from the residual stream at all? A *linear probe* is a logistic
+# regression from the activation of one token to a label; if it predicts the label on stories
+# it never saw, the model has written that factor somewhere along a direction (or a few). This
+# is the first interpretability result on a real language model in the course, and the ceiling
+# Part 05 compares SAE latents with: a latent cannot tell us more about a factor than the best
+# line through the same activations (Alain & Bengio 2016, *Understanding intermediate layers
+# using linear classifier probes*, [arXiv 1610.01644](https://arxiv.org/abs/1610.01644)).
+#
+# StoryWorld makes this exact, because every token carries its story's labels.
+# `storyworld.labelled_contexts` packs stories into contexts just as the store does, with a label
+# dict per token; `probing.probe_story_factors` fits one probe per factor and layer and scores it
+# on held-out stories (whole stories are held out, so the probe cannot memorise one). GPT-2 reads
+# StoryWorld as plain English, so this runs on both models.
+#
+# **Predict, then reveal.** Which factor do you expect to be readable earliest: the topic
+# (cooking, sailing...), the subtopic (baking vs soups), the sentiment, or the tense? And will
+# any of them reach an accuracy of 1?
+#
+# <details><summary>Reveal</summary>
+#
+# Topic words are in almost every sentence and each names its topic, so a token that attends
+# to earlier words can tell the topic almost at once: expect topic and subtopic to be readable
+# from the first blocks. Sentiment and tense are shown by fewer words. None reaches 1 on all
+# tokens (the dashed curves): the first tokens of a story come before any word that shows its
+# factors, and every token of a story carries the story's label. The solid curves keep only the
+# tokens after a word that shows the factor. Compare with the numbers below: the expectation
+# for the topic turns out to be too optimistic.
+# </details>
+
+# %%
+n_probe = settings.scale(ci=48, laptop=160, gpu=256)
+probe_ctx = sw.labelled_contexts(model.tokenizer, n_probe, context_len=min(128, cfg.n_ctx),
+                                 seed=settings.seed + 1)
+probe_resid = acts_lib.residual_stream(model, probe_ctx.tokens).cpu()
+layer_names = acts_lib.residual_hook_names(cfg.n_layers)
+probe_all = probing.probe_story_factors(probe_resid, layer_names, probe_ctx)
+probe_shown = probing.probe_story_factors(probe_resid, layer_names, probe_ctx, after_shown=True)
+del probe_resid
+
+fig, ax = plt.subplots(figsize=(7.5, 4))
+for factor in sw.STORY_FACTORS:
+    shown = [r for r in probe_shown if r.factor == factor]
+    every = [r for r in probe_all if r.factor == factor]
+    line, = ax.plot(range(len(shown)), [r.accuracy for r in shown], "o-", label=factor)
+    ax.plot(range(len(every)), [r.accuracy for r in every], "--", color=line.get_color(),
+            alpha=0.5, lw=1)
+ax.set_xticks(range(len(layer_names)), [n.replace(".hook_", "\n") for n in layer_names], fontsize=8)
+ax.set(ylabel="held-out accuracy", ylim=(0, 1.02),
+       title="Linear probes: after the story showed the factor (solid), all tokens (dashed)")
+ax.legend(fontsize=8, loc="lower right")
+plt.tight_layout()
+plt.show()
+print("factor     best layer (after shown)       accuracy  chance  |  all tokens there")
+for factor in sw.STORY_FACTORS:
+    best = max((r for r in probe_shown if r.factor == factor), key=lambda r: r.accuracy)
+    every = next(r for r in probe_all if r.factor == factor and r.layer == best.layer)
+    print(f"{factor:10s} {best.layer:30s} {best.accuracy:.3f}     {best.chance:.3f}   |  "
+          f"{every.accuracy:.3f} (chance {every.chance:.3f})")
+
+# %% [markdown]
+# What the offline model shows (read it off the plot and the table above): the embeddings alone
+# (`blocks.0`) know little, and each factor becomes readable after one or two blocks, once
+# attention has looked back at the words that show it. Sentiment is the most readable, above 0.8
+# at `blocks.2` on the tokens after the story showed it. Topic and subtopic are far above chance,
+# yet a straight line reads them right only about half the time (between 0.4 and 0.7), although
+# the model predicts topic words without a single mistake (its model card). So the model does
+# not keep the story's topic written along one fixed direction at every token; it fetches it
+# from earlier words where the next word needs it. Keep this in mind for notebook 05: a factor
+# that no single direction holds will not be one SAE latent either.
+#
+# On GPT-2, StoryWorld is simple English far from its training text; expect other curves, and
+# a slower run (twelve layers of 768 dimensions).
+
+# %% [markdown]
 # ## Summary
 #
 # - TransformerLens 4 loads GPT-2 (or the offline model) as a `TransformerBridge`; compatibility
@@ -491,6 +569,8 @@ shutil.rmtree(cache_dir)  # a demo cache; for real runs pass a folder you keep
 # - A hook that raises after capturing stops the forward pass early: no wasted layers.
 # - Contexts start with BOS; activations are flattened, shuffled in a bounded buffer (tokens of
 #   a context are correlated) and scaled to a mean norm of sqrt(d_in) (so hyperparameters transfer).
+# - A linear probe says which factors the residual stream already holds along a direction, and
+#   from which layer: the ceiling against which notebook 05 grades SAE latents.
 #
 # Next, notebook 04 trains an SAE on batches from this store and measures it: L0, explained
 # variance, and the language-model loss when the SAE's reconstruction replaces the activations.
