@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -391,6 +392,11 @@ class ActivationStore:
                 bar.update(len(acts))
                 yield acts.to(self.device)
         finally:
+            # A consumer that needs fewer tokens than the contexts hold (e.g. `batches(n)`)
+            # stops early: that is a finished run, not a failure, so the bar ends full.
+            if sys.exc_info()[0] in (None, GeneratorExit) and bar.total is not None:
+                bar.total = bar.n
+                bar.refresh()
             bar.close()
 
     # ---- normalisation

@@ -52,11 +52,14 @@ def passed(exercise: str, detail: str) -> None:
 def call(exercise: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call the learner's code; an error other than the stub's becomes a CheckFailed.
 
-    NotImplementedError passes through unchanged, so an unwritten exercise says so.
+    NotImplementedError passes through, so an unwritten exercise says so; in Jupyter it shows
+    as its message alone (which names the exercise), not a traceback through the checks.
     """
     try:
         return fn(*args, **kwargs)
-    except NotImplementedError:
+    except NotImplementedError as err:
+        short = [f"NotImplementedError: {err}"]
+        err._render_traceback_ = lambda: short  # type: ignore[attr-defined]
         raise
     except CheckFailed:
         raise
