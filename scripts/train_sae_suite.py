@@ -78,10 +78,10 @@ def _suite(n_layers: int) -> list[Spec]:
         if layer != MAIN_LAYER:
             out.append(Spec(f"blocks.{layer}.hook_resid_pre/topk-{MAIN_WIDTH}-k{MAIN_K}", layer,
                             "topk", MAIN_WIDTH, MAIN_K, role="layer"))
-    for width in (384, 768, 3072):
+    for width in (192, 384, 768):
         out.append(Spec(f"blocks.{MAIN_LAYER}.hook_resid_pre/topk-{width}-k{MAIN_K}",
                         MAIN_LAYER, "topk", width, MAIN_K, role="width"))
-    for k in (4, 8, 32):
+    for k in (4, 32):
         out.append(Spec(f"blocks.{MAIN_LAYER}.hook_resid_pre/topk-{MAIN_WIDTH}-k{k}", MAIN_LAYER,
                         "topk", MAIN_WIDTH, k, role="k"))
     for seed in (1, 2):
@@ -93,7 +93,6 @@ def _suite(n_layers: int) -> list[Spec]:
 
 
 RELU_L1_COEFFICIENT = float(os.environ.get("SUITE_RELU_L1", "3.5"))  # on normalised inputs
-DEAD_AFTER_TOKENS = 250_000  # during training, AuxK revives latents silent this long
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,6 +107,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default=None,
                    help="comma-separated roles to train (main, layer, width, k, seed, relu)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dead-after", type=int, default=250_000,
+                   help="during training, AuxK revives latents silent for this many tokens")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="SUITE_DIR",
+                   help="combine suites trained separately (e.g. by roles, in parallel) into "
+                        "--out instead of training; a later one's SAE replaces an earlier "
+                        "one's of the same sae_id")
     return p.parse_args(argv)
 
 
@@ -126,7 +131,7 @@ def harvest_layer(model, hook_name: str, n_tokens: int, seed: int) -> torch.Tens
 def train_one(spec: Spec, acts: torch.Tensor, scale: float, args: argparse.Namespace) -> SAE:
     cfg = SAEConfig(d_in=acts.shape[1], d_sae=spec.d_sae, architecture=spec.architecture,
                     k=spec.k, sparsity_coefficient=spec.sparsity_coefficient,
-                    dead_after_tokens=DEAD_AFTER_TOKENS,
+                    dead_after_tokens=args.dead_after,
                     extra={"hook_name": spec.hook_name, "model_name": "offline",
                            "sae_id": spec.sae_id, "release": SUITE_RELEASE})
     sae = SAE(cfg, seed=spec.seed)
@@ -162,6 +167,9 @@ def counterpart_fraction(a: SAE, b: SAE, threshold: float = 0.9) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out, argv)
+        return
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -199,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
                 entry = {"sae_id": spec.sae_id, "role": spec.role, "hook_name": spec.hook_name,
                          "architecture": spec.architecture, "d_sae": spec.d_sae, "k": spec.k,
                          "sparsity_coefficient": spec.sparsity_coefficient, "seed": spec.seed,
-                         "train_steps": spec.steps(args.steps),
+                         "train_steps": spec.steps(args.steps), "batch_size": args.batch_size,
+                         "dead_after_tokens": args.dead_after,
                          "train_tokens": spec.steps(args.steps) * args.batch_size,
                          "distinct_train_tokens": len(acts), "train_minutes": minutes,
                          "input_scale_folded": scale, **ev.as_dict()}
@@ -207,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{spec.sae_id}: L0 {ev.l0:.1f}  EV {ev.explained_variance:.4f}  "
                       f"CE gap {ev.ce_gap:.4f}  dead {ev.dead}  ({minutes:.1f} min)", flush=True)
             del acts
-        seeds = _seed_report(suite, saes)
+        seeds = _seed_report([e["sae_id"] for e in entries if e["role"] in ("main", "seed")],
+                             saes)
         summary = {"release": SUITE_RELEASE, "model_name": "offline", "entries": entries,
                    "seeds": seeds, "eval_contexts": args.eval_contexts,
                    "eval_seed": EVAL_SEED, "train_seed": TRAIN_SEED,
@@ -226,9 +236,44 @@ def main(argv: list[str] | None = None) -> None:
     print(render_card(summary))
 
 
-def _seed_report(suite: list[Spec], saes: dict[str, SAE]) -> dict:
-    """Spread of the main SAE's metrics over seeds, and cross-seed shared latents."""
-    ids = [s.sae_id for s in suite if s.role in ("main", "seed")]
+def merge(parts: list[Path], out: Path, argv: list[str] | None) -> None:
+    """Combine suite folders trained separately into one suite at `out` (atomically)."""
+    summaries = [json.loads((p / "suite.json").read_text(encoding="utf-8")) for p in parts]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        entries: list[dict] = []
+        for part, summary in zip(parts, summaries, strict=True):
+            for e in summary["entries"]:  # a later part's SAE replaces an earlier one's
+                if (tmp / e["sae_id"]).exists():
+                    shutil.rmtree(tmp / e["sae_id"])
+                    entries = [x for x in entries if x["sae_id"] != e["sae_id"]]
+                shutil.copytree(part / e["sae_id"], tmp / e["sae_id"])
+                cfg = json.loads((part / e["sae_id"] / "cfg.json").read_text(encoding="utf-8"))
+                e.setdefault("batch_size", summary["batch_size"])
+                e.setdefault("dead_after_tokens", cfg["sae_course"]["dead_after_tokens"])
+                entries.append(e)
+        order = ["main", "seed", "layer", "width", "k", "relu"]
+        entries.sort(key=lambda e: (order.index(e["role"]), e["hook_name"], e["d_sae"],
+                                    e["k"] or 0))
+        ids = [e["sae_id"] for e in entries if e["role"] in ("main", "seed")]
+        saes = {i: SAE.load(tmp / i, dtype=torch.float32) for i in ids}
+        summary = {**summaries[0], "entries": entries, "seeds": _seed_report(ids, saes),
+                   "minutes": sum(s["minutes"] for s in summaries),
+                   "command": "; ".join(s["command"] for s in summaries)
+                   + "; .venv/bin/python scripts/train_sae_suite.py "
+                   + " ".join(argv if argv is not None else sys.argv[1:])}
+        (tmp / "suite.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        (tmp / "SUITE_CARD.md").write_text(render_card(summary), encoding="utf-8")
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(render_card(summary))
+
+
+def _seed_report(ids: list[str], saes: dict[str, SAE]) -> dict:
+    """Cross-seed shared latents of the main SAE and its reseeds."""
     if len(ids) < 2:
         return {}
     pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]]
@@ -264,6 +309,12 @@ def render_card(summary: dict) -> str:
                          else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     e0 = summary["entries"][0]
+    train_lines = ["| sae_id | steps | batch | tokens seen | distinct activations | "
+                   "dead_after_tokens |", "|---|---|---|---|---|---|"]
+    for e in summary["entries"]:
+        train_lines.append(f"| `{e['sae_id']}` | {e['train_steps']} | {e.get('batch_size')} | "
+                           f"{e['train_tokens']:,} | {e['distinct_train_tokens']:,} | "
+                           f"{e.get('dead_after_tokens')} |")
     seeds = summary.get("seeds") or {}
     seed_lines = "\n".join(f"- {k}: {v:.3f} of latents have a counterpart (cosine >= 0.9); "
                            f"MMCS {seeds['mmcs'][k]:.3f}"
@@ -278,14 +329,15 @@ float32, in eval mode, and take the model's raw activations (the training normal
 folded into the weights).
 
 ## Training
-- Activations: {e0["distinct_train_tokens"]:,} per layer (BOS excluded) from StoryWorld
-  contexts of 128 tokens (story seed {summary["train_seed"]} + layer), normalised to a mean norm
-  sqrt(d_model) for training; Adam on batches of {summary["batch_size"]} (lr {summary["lr"]}, 5%
-  warm-up, linear decay over the last 20%), cycling through them: {summary["steps"]} steps for
-  the main SAE and its reseeds, {summary["steps"] // 2} for the others. AuxK (k_aux 256,
-  coefficient 1/32) revives latents silent for {DEAD_AFTER_TOKENS:,} training tokens.
+- Activations: harvested per layer (BOS excluded) from StoryWorld contexts of 128 tokens (story
+  seed {summary["train_seed"]} + layer), normalised to a mean norm sqrt(d_model) for training;
+  Adam (lr {summary["lr"]}, 5% warm-up, linear decay over the last 20%) cycling through them.
+  AuxK (k_aux 256, coefficient 1/32) revives latents silent for `dead_after_tokens` training
+  tokens. Per SAE:
+
+{chr(10).join(train_lines)}
 - Deterministic: seeded data order and init, 1 torch thread, CPU. {summary["minutes"]:.1f} min
-  for the whole suite.
+  of training and evaluation for the whole suite (parts may have run side by side).
 
 ## Metrics (measured on the stored float16 weights, on {summary["eval_contexts"]} fresh contexts)
 Dead = no activation on any of the {e0["n_tokens"]:,} evaluation tokens (the window N); dense =
