@@ -92,7 +92,7 @@ def _suite(n_layers: int) -> list[Spec]:
     return out
 
 
-RELU_L1_COEFFICIENT = float(os.environ.get("SUITE_RELU_L1", "3.5"))  # on normalised inputs
+RELU_L1_COEFFICIENT = float(os.environ.get("SUITE_RELU_L1", "2.0"))  # on normalised inputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
