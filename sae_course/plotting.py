@@ -492,6 +492,7 @@ def plot_ce_frontier(
     group are joined in L0 order. `annotate`: a key whose value is written by each point."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     written: set[str] = set()
+    placed: list[float] = []
     for i, (label, points) in enumerate(groups.items()):
         pts = sorted(points, key=lambda p: (p["l0"], p.get("d_sae", 0)))
         xs = [p["l0"] for p in pts]
@@ -502,8 +503,11 @@ def plot_ce_frontier(
             for p in pts:
                 if annotate in p and str(p[annotate]) not in written:
                     written.add(str(p[annotate]))
+                    left = placed.count(p["l0"]) % 2  # alternate sides where L0 is shared
+                    placed.append(p["l0"])
                     axes[0].annotate(str(p[annotate]), (p["l0"], p["ce_gap"]), fontsize=7,
-                                     textcoords="offset points", xytext=(4, 4))
+                                     textcoords="offset points", xytext=(-5 if left else 5, 3),
+                                     ha="right" if left else "left")
     axes[0].set(xscale="log", yscale="log", xlabel="L0 (active latents per token)",
                 ylabel="CE gap (nats per token)", title="Sparsity vs cost in the model")
     axes[1].set(xscale="log", xlabel="L0 (active latents per token)",

@@ -654,7 +654,8 @@ checks.lm_sae.test_firing_stats(firing_stats)
 
 # %% [markdown]
 # The densities of our SAE on the evaluation tokens (from `evaluate_lm`), and, where the course's
-# shipped SAEs are installed, those of the suite's main SAE beside it, trained far longer.
+# shipped SAEs are installed, those of the shipped SAE of the same shape (same hook, width and
+# k) beside it, trained far longer.
 # **Expect:** a broad hump of densities a few orders of magnitude below 1 (a TopK SAE with k of
 # d_sae latents active averages k / d_sae per latent), a tail of rare latents to the left, and
 # the latents that did not fire on the evaluation tokens piled up at -10. How many that is
@@ -675,7 +676,7 @@ def suite_entries() -> list:
 suite = suite_entries() if model_name == "offline" else []
 densities = {f"ours ({n_steps} steps)": evaluation.log10_density}
 main_entry = next((e for e in suite if e.hook_name == hook_name and e.architecture == "topk"
-                   and f"-k{k}" in e.sae_id and "seed" not in e.sae_id), None)
+                   and e.d_sae == sae_cfg.d_sae and e.sae_id.endswith(f"-k{k}")), None)
 if main_entry is not None:
     main_sae = pretrained.load_pretrained(pretrained.SUITE_RELEASE, main_entry.sae_id,
                                           device=settings.device)
@@ -725,15 +726,14 @@ checks.lm_sae.test_shrinkage(shrinkage)
 
 # %% [markdown]
 # **Predict, then reveal.** We train a ReLU + L1 SAE of the same width on the same data, for
-# half as many steps (a sparsity warm-up over the first tenth), with an L1 coefficient chosen
-# to give an L0 within a small factor of our TopK SAE's k (the cell prints both). Which one
-# will have γ further below 1?
+# half as many steps (a sparsity warm-up over the first tenth) and an L1 coefficient of 1.5;
+# the cell prints its L0 beside the TopK SAE's. Which one will have γ further below 1?
 #
 # <details><summary>Reveal</summary>
 #
 # The ReLU + L1 SAE: its penalty pulls every active latent toward zero, so its reconstructions
 # are short and γ falls below 1, while the TopK SAE's γ stays close to 1. The cell prints both;
-# notebook 02 saw the same effect on toy data as lower feature recovery.
+# the shipped ReLU + L1 SAE in the next section's table shrinks too.
 # </details>
 
 # %%
@@ -768,10 +768,14 @@ for label, m in (("TopK", evaluation), ("ReLU + L1", relu_eval)):
 #
 # <details><summary>Reveal</summary>
 #
-# More active latents per token buy a better reconstruction: the explained variance rises and
-# the CE gap falls with k. The price is sparsity: a latent is less specific when each token
-# uses more of them (Chanin et al. 2025, *Sparse but Wrong*: the wrong L0 gives wrong
-# features), so the frontier tells you the cost of each choice, not which choice is right.
+# More active latents per token buy a better reconstruction, with diminishing returns: the
+# CE gap falls steeply from the smallest k (the table shows by how much) and then flattens,
+# because once a token has enough latents, more of them add little. Compare like with like:
+# in the suite only the main SAE trains for the full budget and the others for half of it
+# (see `SUITE_CARD.md`), so a small difference between the larger k can come from that. And a
+# lower gap is not the whole story: a latent is less specific when each token uses more of
+# them (Chanin et al. 2025, *Sparse but Wrong*: the wrong L0 gives wrong features), so the
+# frontier tells you the cost of each choice, not which choice is right.
 # </details>
 
 # %%
