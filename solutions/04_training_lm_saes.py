@@ -266,8 +266,8 @@ checks.lm_sae.test_train_loop(train_loop)
 # tracker: no activation in the last `dead_after_tokens` tokens).
 #
 # **Expect:** the loss falling fast over the first few dozen steps, then slowly; L0 flat at k
-# (TopK fixes it); the batch's explained variance climbing steeply at first and ending above
-# 0.95; the AuxK term ("aux") only appearing once some latents have gone silent for
+# (TopK fixes it); the batch's explained variance climbing steeply at first and ending at
+# about 0.95 or more; the AuxK term ("aux") only appearing once some latents have gone silent for
 # `dead_after_tokens` tokens. The cell prints the last log entry.
 
 # %%
