@@ -771,8 +771,8 @@ for label, m in (("TopK", evaluation), ("ReLU + L1", relu_eval)):
 # More active latents per token buy a better reconstruction, with diminishing returns: the
 # CE gap falls steeply from the smallest k (the table shows by how much) and then flattens,
 # because once a token has enough latents, more of them add little. Compare like with like:
-# in the suite only the main SAE trains for the full budget and the others for half of it
-# (see `SUITE_CARD.md`), so the main SAE can come out ahead of a larger k trained half as long.
+# in the suite only the main SAE trains for the full budget and the others for a sixth of it
+# (see `SUITE_CARD.md`), so the main SAE can come out ahead of a larger k trained less.
 # And a lower gap is not the whole story: a latent is less specific when each token uses more
 # of them (Chanin et al. 2025, *Sparse but Wrong*: the wrong L0 gives wrong features), so the
 # frontier tells you the cost of each choice, not which choice is right.
