@@ -24,7 +24,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sae_course.storyworld.grammar import Span, Story, article, generate_stories
+from sae_course.storyworld.grammar import (
+    ALL_VERBS,
+    BE_FORMS,
+    Span,
+    Story,
+    article,
+    generate_stories,
+)
 from sae_course.storyworld.labels import bos_id
 from sae_course.storyworld.vocabulary import (
     NUMBER_WORDS,
@@ -142,8 +149,6 @@ def _alternative(factor: str, span: Span, rng: random.Random) -> str | None:
 def _swap_verb(span: Span, tense: str, plural: bool) -> str | None:
     lab = span.labels
     if lab["lemma"] == "be":
-        from sae_course.storyworld.grammar import BE_FORMS
-
         alt = BE_FORMS[tense, plural]
     else:
         forms = _verb_forms_of(lab["lemma"], span.text, lab)
@@ -154,13 +159,7 @@ def _swap_verb(span: Span, tense: str, plural: bool) -> str | None:
 
 
 def _verb_forms_of(lemma: str, word: str, lab: dict[str, Any]) -> tuple[str, str, str] | None:
-    from sae_course.storyworld import grammar
-
-    pool = [v for s in TOPIC_DATA.values() for sub in s.subtopics.values() for v in sub.verbs]
-    pool += [v for vs in SENTIMENT_VERBS.values() for v in vs] + grammar.LIST_VERBS
-    pool += [grammar.SAID, grammar.SHOUTED, grammar.LIVE, grammar.HAVE, grammar.TRAVEL,
-             grammar.FEEL, grammar.GO, grammar.COUNT]
-    for forms in pool:
+    for forms in ALL_VERBS:
         if forms[0] == lemma and word.lower() == _verb_form(forms, lab["verb_tense"],
                                                             lab["plural"]):
             return forms

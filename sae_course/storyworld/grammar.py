@@ -143,6 +143,13 @@ TRAVEL = ("travel", "travels", "travelled")
 FEEL = ("feel", "feels", "felt")
 GO = ("go", "goes", "went")
 COUNT = ("count", "counts", "counted")
+FIXED_VERBS = [SAID, SHOUTED, LIVE, HAVE, TRAVEL, FEEL, GO, COUNT]
+"""The verbs of the grammar's fixed sentences (speech, facts, trips, feelings, counting)."""
+ALL_VERBS: list[Verb] = (
+    [v for t in TOPIC_DATA.values() for sub in t.subtopics.values() for v in sub.verbs]
+    + [v for vs in SENTIMENT_VERBS.values() for v in vs] + LIST_VERBS + FIXED_VERBS
+)
+"""Every verb StoryWorld writes, as (base, third person singular, past)."""
 
 
 class _Writer:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sae_course.storyworld.grammar import BE_FORMS, LIST_VERBS, Story
+from sae_course.storyworld.grammar import ALL_VERBS, BE_FORMS, LIST_VERBS, Story
 from sae_course.storyworld.vocabulary import (
     INTERJECTIONS,
     NUMBER_WORDS,
@@ -92,13 +92,7 @@ def classify_sentiment(text: str) -> str | None:
 
 def _tense_of_forms() -> dict[str, str]:
     out: dict[str, str] = {}
-    verbs = [v for s in SUBTOPIC_DATA.values() for v in s.verbs]
-    verbs += [v for vs in SENTIMENT_VERBS.values() for v in vs] + LIST_VERBS
-    verbs += [("say", "says", "said"), ("shout", "shouts", "shouted"), ("go", "goes", "went"),
-              ("feel", "feels", "felt"), ("count", "counts", "counted"),
-              ("live", "lives", "lived"), ("have", "has", "had"),
-              ("travel", "travels", "travelled")]
-    for base, third, past in verbs:
+    for base, third, past in ALL_VERBS:
         if past in (base, third):
             continue  # a form that does not show its tense
         out[third] = out[base] = "present"
