@@ -27,6 +27,13 @@ Architectures (`SAEConfig.architecture`):
   (Rajamanoharan et al. 2024, arXiv 2407.14435). H has zero derivative almost everywhere, so the
   threshold is trained with straight-through estimators (`JumpReLUFunction`, `StepFunction`):
   a rectangle-kernel pseudo-derivative of width `bandwidth` around the threshold.
+- ``"matryoshka"``: a TopK SAE whose nested prefixes of the dictionary (the first m latents, for
+  every m in `matryoshka_prefixes`) must each reconstruct the input on their own (Bussmann,
+  Nabeshima et al. 2025, arXiv 2503.17547). The loss is the full reconstruction's "mse" plus
+  "prefix_mse", the sum of the shorter prefixes' errors, as in the paper's sum over prefixes;
+  early latents are pushed to stay general, which counters feature absorption. At inference it
+  is a plain TopK SAE (SAELens reads it as "topk"). The paper uses BatchTopK; the course uses a
+  per-token TopK so its L0 equals the TopK SAE's it is compared with.
 
 Files follow SAELens 6: a folder with `cfg.json` and `sae_weights.safetensors` holding
 `W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc [d_sae]`, `b_dec [d_in]` (and `threshold
@@ -64,7 +71,7 @@ from sae_course.files import (
 )
 from sae_course.settings import stream_generator
 
-ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
+ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 L1_VARIANTS = ("weighted", "unit_norm")
 WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSE_MIN_D_SAE = 2048  # the sparse TopK path pays off from about this many latents
@@ -102,6 +109,7 @@ class SAEConfig:
     apply_b_dec_to_input: bool = True
     dead_after_tokens: int = 10_000_000
     tied_init: bool = True  # W_enc starts as W_dec^T (Gao et al.); False: independent init
+    matryoshka_prefixes: list[int] | None = None  # None: d_sae/16, /8, /4, /2 and d_sae
     extra: dict[str, Any] = field(default_factory=dict)  # free-form metadata (hook name...)
 
     def __post_init__(self) -> None:
@@ -119,7 +127,7 @@ class SAEConfig:
             raise ValueError(
                 f"Unknown l1_variant {self.l1_variant!r}: choose one of {L1_VARIANTS}."
             )
-        if self.architecture in ("topk", "batchtopk"):
+        if self.architecture in ("topk", "batchtopk", "matryoshka"):
             if self.k is None:
                 raise ValueError(f"architecture {self.architecture!r} needs k: pass k=... .")
             if not isinstance(self.k, int) or self.k <= 0:
@@ -144,6 +152,22 @@ class SAEConfig:
             )
         if self.k_aux < 0 or self.dead_after_tokens <= 0:
             raise ValueError("k_aux must be >= 0 and dead_after_tokens > 0.")
+        if self.architecture == "matryoshka":
+            if self.matryoshka_prefixes is None:
+                self.matryoshka_prefixes = sorted({max(1, self.d_sae // d) for d in (16, 8, 4, 2)}
+                                                  | {self.d_sae})
+            prefixes = [int(m) for m in self.matryoshka_prefixes]
+            if (prefixes != sorted(set(prefixes)) or prefixes[0] < 1
+                    or prefixes[-1] != self.d_sae):
+                raise ValueError(
+                    f"matryoshka_prefixes must be increasing sizes ending at d_sae={self.d_sae}, "
+                    f"got {self.matryoshka_prefixes!r}. Fix: e.g. [{self.d_sae // 4}, "
+                    f"{self.d_sae // 2}, {self.d_sae}]."
+                )
+            self.matryoshka_prefixes = prefixes
+        elif self.matryoshka_prefixes is not None:
+            raise ValueError(f"matryoshka_prefixes is set but architecture is "
+                             f"{self.architecture!r}: use architecture='matryoshka' or drop it.")
 
     @property
     def k_aux_effective(self) -> int:
@@ -399,6 +423,22 @@ def sparse_topk_encode(
     return _SparseTopKEncode.apply(x, W_enc, b_enc, b_dec, k, dead_mask, k_aux, subtract_b_dec)
 
 
+def matryoshka_prefix_mse(x: Tensor, latents: Tensor, W_dec: Tensor, b_dec: Tensor,
+                          prefixes: list[int]) -> Tensor:
+    """Sum over the proper prefixes m of mean_tokens ||x - (latents[:, :m] @ W_dec[:m] + b_dec)||^2.
+
+    The full dictionary (the last prefix) is left out: its error is the SAE's "mse" term.
+    """
+    total = x.new_zeros(())
+    partial = b_dec.expand_as(x)
+    start = 0
+    for m in prefixes[:-1]:
+        partial = partial + latents[:, start:m] @ W_dec[start:m]
+        total = total + (x - partial).pow(2).sum(-1).mean()
+        start = m
+    return total
+
+
 def sparse_decode(values: Tensor, indices: Tensor, W_dec: Tensor) -> Tensor:
     """sum_s values[:, s] * W_dec[indices[:, s]]: a decoder product touching only active rows."""
     if indices.shape[1] == 0:
@@ -534,7 +574,7 @@ class SAE(nn.Module):
         arch = self.cfg.architecture
         if arch == "relu":
             return torch.relu(pre)
-        if arch == "topk":
+        if arch in ("topk", "matryoshka"):
             return topk_activation(pre, self.cfg.k)  # type: ignore[arg-type]
         if arch == "batchtopk":
             if self.training:
@@ -602,6 +642,9 @@ class SAE(nn.Module):
         latents = self.activation(pre)
         x_hat = self.decode(latents)
         losses = {"mse": (x_hat - x).pow(2).sum(-1).mean()}
+        if cfg.architecture == "matryoshka":
+            losses["prefix_mse"] = matryoshka_prefix_mse(x, latents, self.W_dec, self.b_dec,
+                                                         cfg.matryoshka_prefixes)
         if cfg.architecture == "relu":
             W = self.W_dec if cfg.l1_variant == "weighted" else None
             losses["l1"] = cfg.sparsity_coefficient * l1_penalty(latents, W).mean()
@@ -701,7 +744,7 @@ class SAE(nn.Module):
             "normalize_activations": "none",
             "reshape_activations": "none",
         }
-        if cfg.architecture == "topk":
+        if cfg.architecture in ("topk", "matryoshka"):
             out.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
         out["metadata"] = {"sae_lens_version": SAELENS_LAYOUT_VERSION, **cfg.extra}
         out["sae_course"] = {k: v for k, v in cfg.to_dict().items() if k != "extra"}
@@ -812,7 +855,7 @@ class SAE(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu",
-                        "jumprelu": "jumprelu"}
+                        "jumprelu": "jumprelu", "matryoshka": "topk"}
 SAELENS_LAYOUT_VERSION = "6.0.0"
 """Written as `metadata.sae_lens_version`: SAELens reads the metadata block only from files
 that declare 6.0 or later, and this course writes SAELens 6's layout."""
@@ -965,7 +1008,7 @@ def _course_config(path: Path, top: dict[str, Any], extra: dict[str, Any]) -> SA
                            "Fix: save the SAE again.") from err
     written = {"architecture": SAELENS_ARCHITECTURE[cfg.architecture], "d_in": cfg.d_in,
                "d_sae": cfg.d_sae}
-    if cfg.architecture == "topk":
+    if cfg.architecture in ("topk", "matryoshka"):
         written["k"] = cfg.k
     for key, value in written.items():
         if key in top and top[key] != value:

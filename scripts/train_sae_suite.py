@@ -63,8 +63,9 @@ class Spec:
         return f"blocks.{self.layer}.hook_resid_pre"
 
     def steps(self, main_steps: int) -> int:
-        """The main SAE and its reseeds train for `main_steps`; the others for half."""
-        return main_steps if self.role in ("main", "seed") else main_steps // 2
+        """The main SAE, its reseeds and the Matryoshka SAE beside it train for `main_steps`;
+        the others for half (the shipped suite passed a third of the main steps for them)."""
+        return main_steps if self.role in ("main", "seed", "matryoshka") else main_steps // 2
 
 
 MAIN_LAYER, MAIN_WIDTH, MAIN_K = 2, 1536, 16
@@ -87,6 +88,8 @@ def _suite(n_layers: int) -> list[Spec]:
     for seed in (1, 2):
         out.append(Spec(f"blocks.{MAIN_LAYER}.hook_resid_pre/topk-{MAIN_WIDTH}-k{MAIN_K}-seed{seed}",
                         MAIN_LAYER, "topk", MAIN_WIDTH, MAIN_K, seed=seed, role="seed"))
+    out.append(Spec(f"blocks.{MAIN_LAYER}.hook_resid_pre/matryoshka-{MAIN_WIDTH}-k{MAIN_K}",
+                    MAIN_LAYER, "matryoshka", MAIN_WIDTH, MAIN_K, role="matryoshka"))
     out.append(Spec(f"blocks.{MAIN_LAYER}.hook_resid_pre/relu-{MAIN_WIDTH}", MAIN_LAYER,
                     "relu", MAIN_WIDTH, sparsity_coefficient=RELU_L1_COEFFICIENT, role="relu"))
     return out
@@ -105,7 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-contexts", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--only", default=None,
-                   help="comma-separated roles to train (main, layer, width, k, seed, relu)")
+                   help="comma-separated roles to train (main, layer, width, k, seed, matryoshka, "
+                        "relu)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dead-after", type=int, default=250_000,
                    help="during training, AuxK revives latents silent for this many tokens")
@@ -253,7 +257,7 @@ def merge(parts: list[Path], out: Path, argv: list[str] | None) -> None:
                 e.setdefault("batch_size", summary["batch_size"])
                 e.setdefault("dead_after_tokens", cfg["sae_course"]["dead_after_tokens"])
                 entries.append(e)
-        order = ["main", "seed", "layer", "width", "k", "relu"]
+        order = ["main", "seed", "layer", "width", "k", "matryoshka", "relu"]
         entries.sort(key=lambda e: (order.index(e["role"]), e["hook_name"], e["d_sae"],
                                     e["k"] or 0))
         ids = [e["sae_id"] for e in entries if e["role"] in ("main", "seed")]

@@ -455,3 +455,33 @@ def test_resume_with_an_iterable_source(tmp_path):
     for p, q in zip(clean.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(p, q)
     assert torch.get_num_threads() == 1  # the fixture's setting, restored by train_sae
+
+
+def test_matryoshka_prefixes_each_reconstruct():
+    cfg = SAEConfig(d_in=16, d_sae=64, architecture="matryoshka", k=4)
+    assert cfg.matryoshka_prefixes == [4, 8, 16, 32, 64]
+    sae = SAE(cfg, seed=0)
+    x = torch.randn(32, 16, generator=torch.Generator().manual_seed(1))
+    out = sae(x)
+    lat = sae.encode(x)
+    expected = sum(((x - (lat[:, :m] @ sae.W_dec[:m] + sae.b_dec)) ** 2).sum(-1).mean()
+                   for m in (4, 8, 16, 32))
+    torch.testing.assert_close(out.losses["prefix_mse"], expected)
+    torch.testing.assert_close(lat, SAE(SAEConfig(d_in=16, d_sae=64, architecture="topk", k=4),
+                                        seed=0).encode(x))
+
+
+def test_matryoshka_prefixes_validated():
+    with pytest.raises(ValueError, match="ending at d_sae=64"):
+        SAEConfig(d_in=16, d_sae=64, architecture="matryoshka", k=4, matryoshka_prefixes=[8, 32])
+    with pytest.raises(ValueError, match="architecture='matryoshka'"):
+        SAEConfig(d_in=16, d_sae=64, architecture="topk", k=4, matryoshka_prefixes=[8, 64])
+
+
+def test_matryoshka_round_trips_as_saelens_topk(tmp_path):
+    sae = SAE(SAEConfig(d_in=8, d_sae=32, architecture="matryoshka", k=2), seed=3)
+    sae.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "cfg.json").read_text())
+    assert cfg["architecture"] == "topk" and cfg["k"] == 2
+    loaded = SAE.load(tmp_path / "m")
+    assert loaded.cfg.matryoshka_prefixes == [2, 4, 8, 16, 32]
