@@ -162,12 +162,18 @@ def build_notebook(
     nb.cells = cells
     for i, cell in enumerate(nb.cells):
         cell.id = f"{path.stem[:2]}-{i:03d}"
+        for key in JUPYTEXT_CELL_KEYS:  # the percent format's layout, not the notebook's
+            cell.metadata.pop(key, None)
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
     nb.metadata = kernel_metadata(python_version)
     nb.nbformat, nb.nbformat_minor = 4, 5
     return nb
+
+
+JUPYTEXT_CELL_KEYS = ("lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker")
+"""Cell metadata jupytext adds to remember the source file's blank lines and markers."""
 
 
 def kernel_metadata(python_version: str | None = None) -> dict[str, dict[str, object]]:

@@ -89,3 +89,34 @@ def test_exercise_without_check_is_refused(tmp_path):
     path.write_text(SOURCE.replace("checks.toy.test_double(double)", "print(double(2))"))
     with pytest.raises(SourceError, match="must be followed by a check cell"):
         exercises(path)
+
+
+def test_built_notebooks_open_clean_in_jupyterlab(source, tmp_path, monkeypatch):
+    """What JupyterLab writes on opening a notebook is already there, so opening one does not
+    mark it modified: nbformat 4.5 with a valid unique id per cell, the kernelspec of the
+    kernel and the language_info that ipykernel reports (JupyterLab overwrites both when they
+    differ), no jupytext bookkeeping in the cells; the file is 0644 under the usual umask."""
+    import stat
+
+    import nbformat
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from sae_course import files, notebook_build
+
+    monkeypatch.setattr(notebook_build, "source_paths", lambda: [source])
+    monkeypatch.setattr(files, "UMASK", 0o022)
+    (path,) = notebook_build.build_all(tmp_path / "out")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert (nb.nbformat, nb.nbformat_minor) == (4, nbformat.current_nbformat_minor) == (4, 5)
+    ids = [c.id for c in nb.cells]
+    assert len(set(ids)) == len(ids) and all(0 < len(i) <= 64 for i in ids)
+    spec = KernelSpecManager().get_kernel_spec(nb.metadata.kernelspec.name)
+    assert nb.metadata.kernelspec == {
+        "name": "python3", "display_name": spec.display_name, "language": spec.language,
+    }
+    assert nb.metadata.language_info == IPythonKernel.language_info
+    assert set(nb.metadata) == {"kernelspec", "language_info"}
+    assert [c.metadata for c in nb.cells] == [{}, {}, {"tags": ["setup"]}, {}, {}]
