@@ -36,7 +36,15 @@ RELEASES = (SUITE_RELEASE, GPT2_RELEASE)
 
 @dataclass(frozen=True)
 class PretrainedSAE:
-    """One loadable SAE: where it comes from and, for the shipped suite, its metrics."""
+    """One loadable SAE: where it comes from, what it is and, for the shipped suite, its metrics.
+
+    `role` says why it is in its release: in the shipped suite "main" (the middle-layer TopK SAE
+    Parts 05-06 use), "seed" (the main SAE trained with another seed), "layer" (the main SAE's
+    shape at another layer), "width" and "k" (the width family and the k sweep at the main
+    layer), "relu" and "matryoshka" (other architectures beside it); "gpt2" for every
+    `gpt2-small-res-jb` SAE. `k` is the number of active latents of a TopK-style SAE, None
+    for the others (ReLU, JumpReLU, and GPT-2's).
+    """
 
     release: str
     sae_id: str
@@ -45,6 +53,8 @@ class PretrainedSAE:
     architecture: str
     d_sae: int
     metrics: dict[str, Any]
+    role: str
+    k: int | None
 
 
 def _suite_index() -> dict[str, Any]:
@@ -66,11 +76,13 @@ def list_pretrained(release: str | None = None) -> list[PretrainedSAE]:
             metrics = {k: e[k] for k in ("l0", "explained_variance", "ce_gap", "ce_recovered",
                                          "kl", "dead", "dense", "shrinkage") if k in e}
             out.append(PretrainedSAE(SUITE_RELEASE, e["sae_id"], e["hook_name"], "offline",
-                                     e["architecture"], e["d_sae"], metrics))
+                                     e["architecture"], e["d_sae"], metrics, role=e["role"],
+                                     k=e.get("k")))
     if release in (None, GPT2_RELEASE):
         for layer in range(GPT2_LAYERS):
             hook = f"blocks.{layer}.hook_resid_pre"
-            out.append(PretrainedSAE(GPT2_RELEASE, hook, hook, "gpt2", "relu", GPT2_D_SAE, {}))
+            out.append(PretrainedSAE(GPT2_RELEASE, hook, hook, "gpt2", "relu", GPT2_D_SAE, {},
+                                     role="gpt2", k=None))
     return out
 
 

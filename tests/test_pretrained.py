@@ -64,5 +64,35 @@ def test_listing():
     rows = pretrained.list_pretrained()
     gpt2 = [r for r in rows if r.release == "gpt2-small-res-jb"]
     assert [r.hook_name for r in gpt2] == [f"blocks.{i}.hook_resid_pre" for i in range(12)]
+    assert all(r.role == "gpt2" and r.k is None for r in gpt2)
     suite = pretrained.list_pretrained("storyworld-res")
     assert suite and all(r.model_name == "offline" for r in suite)
+    # role and k come from suite.json, as the suite script wrote them (not from the sae_id).
+    index = {e["sae_id"]: e for e in pretrained._suite_index()["entries"]}
+    assert {r.sae_id: (r.role, r.k) for r in suite} == {
+        i: (e["role"], e["k"]) for i, e in index.items()}
+    roles = {"main", "seed", "layer", "width", "k", "relu", "matryoshka"}
+    assert {r.role for r in suite} <= roles
+    assert [r.role for r in suite].count("main") == 1
+    for r in suite:
+        if r.architecture in ("topk", "batchtopk", "matryoshka"):
+            assert isinstance(r.k, int) and r.k > 0, r
+        else:
+            assert r.k is None, r
+    main = next(r for r in suite if r.role == "main")
+    assert (main.hook_name, main.architecture, main.d_sae, main.k) == (
+        "blocks.2.hook_resid_pre", "topk", 1536, 16)
+
+
+def test_listing_reads_role_and_k_from_the_index(tmp_path, monkeypatch):
+    """A suite entry's role and k are the index's, whatever its sae_id says."""
+    entry = {"sae_id": "blocks.1.hook_resid_pre/custom-name", "role": "width",
+             "hook_name": "blocks.1.hook_resid_pre", "architecture": "topk", "d_sae": 64,
+             "k": 7, "l0": 7.0}
+    relu = {**entry, "sae_id": "blocks.1.hook_resid_pre/other", "role": "relu",
+            "architecture": "relu", "k": None}
+    (tmp_path / "suite.json").write_text(json.dumps({"entries": [entry, relu]}))
+    monkeypatch.setattr(pretrained, "SUITE_DIR", tmp_path)
+    rows = pretrained.list_pretrained("storyworld-res")
+    assert [(r.role, r.k) for r in rows] == [("width", 7), ("relu", None)]
+    assert rows[0].metrics == {"l0": 7.0}
