@@ -51,7 +51,6 @@
 # %% tags=["setup"]
 import copy
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -676,7 +675,7 @@ def suite_entries() -> list:
 suite = suite_entries() if model_name == "offline" else []
 densities = {f"ours ({n_steps} steps)": evaluation.log10_density}
 main_entry = next((e for e in suite if e.hook_name == hook_name and e.architecture == "topk"
-                   and e.d_sae == sae_cfg.d_sae and e.sae_id.endswith(f"-k{k}")), None)
+                   and e.d_sae == sae_cfg.d_sae and e.k == k and e.role != "seed"), None)
 if main_entry is not None:
     main_sae = pretrained.load_pretrained(pretrained.SUITE_RELEASE, main_entry.sae_id,
                                           device=settings.device)
@@ -783,20 +782,19 @@ ARCHITECTURE_LABELS = {"relu": "ReLU + L1", "jumprelu": "JumpReLU", "batchtopk":
 
 
 def suite_point(entry) -> dict[str, float]:
-    m = re.search(r"-k(\d+)", entry.sae_id)
-    return {**entry.metrics, "d_sae": entry.d_sae, "k": int(m[1]) if m else None,
+    return {**entry.metrics, "d_sae": entry.d_sae, "k": entry.k,
             "label": entry.sae_id.split("/")[-1]}
 
 
 if suite:
-    middle = [e for e in suite if e.hook_name == hook_name and "seed" not in e.sae_id]
+    middle = [e for e in suite if e.hook_name == hook_name and e.role != "seed"]
     main_width = main_entry.d_sae if main_entry is not None else max(e.d_sae for e in middle)
     groups = {
         f"TopK, k sweep (d_sae {main_width})": [suite_point(e) for e in middle
                                                if e.architecture == "topk"
                                                and e.d_sae == main_width],
         f"TopK, widths (k {k})": [suite_point(e) for e in middle if e.architecture == "topk"
-                                  and f"-k{k}" in e.sae_id],
+                                  and e.k == k],
         **{ARCHITECTURE_LABELS.get(arch, arch): [suite_point(e) for e in middle
                                                  if e.architecture == arch]
            for arch in sorted({e.architecture for e in middle} - {"topk"})},
