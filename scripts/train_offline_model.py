@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import random
-import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sae_course import storyworld as sw  # noqa: E402
+from sae_course.files import write_folder_atomic  # noqa: E402
 
 # Seeds of the data streams, offset from --seed so that none of them overlap.
 TOKENIZER_SEED_OFFSET = 1_000
@@ -169,28 +167,16 @@ def topic_keeping(model, tok, n: int, seed: int, new_tokens: int = 30) -> tuple[
 
 
 def save_atomic(out: Path, model, tok, card: str, stats: dict) -> None:
-    """Write everything into a temporary folder beside `out`, then swap it in."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    """Write everything into a fresh folder beside `out`, then swap it in as a whole."""
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "generation_config.json").unlink(missing_ok=True)
         (tmp / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         (tmp / "training_stats.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the package folder should not be
-        for f in tmp.iterdir():
-            f.chmod(0o644)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomic(out, write)
 
 
 def main(argv: list[str] | None = None) -> None:

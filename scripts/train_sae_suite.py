@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from sae_course import activations as acts_lib  # noqa: E402
 from sae_course import text as text_lib  # noqa: E402
 from sae_course.evaluation import evaluate_lm, mean_max_cosine_similarity  # noqa: E402
+from sae_course.files import write_folder_atomic  # noqa: E402
 from sae_course.models import load_model  # noqa: E402
 from sae_course.pretrained import SUITE_DIR, SUITE_RELEASE  # noqa: E402
 from sae_course.sae import SAE, SAEConfig  # noqa: E402
@@ -185,10 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         suite = [s for s in suite if s.role in roles]
     eval_tokens = text_lib.contexts_for_model(model, args.eval_contexts, seed=EVAL_SEED,
                                               source="storyworld")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}.tmp-"))
-    entries, saes = [], {}
-    try:
+
+    def write(tmp: Path) -> None:
+        """Train every SAE of `suite` into `tmp`, with suite.json and SUITE_CARD.md."""
+        entries, saes = [], {}
         for layer in sorted({s.layer for s in suite}):
             hook = f"blocks.{layer}.hook_resid_pre"
             t1 = time.time()
@@ -233,19 +233,16 @@ def main(argv: list[str] | None = None) -> None:
                    "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         (tmp / "suite.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         (tmp / "SUITE_CARD.md").write_text(render_card(summary), encoding="utf-8")
-        _swap_in(tmp, args.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(render_card(summary))
+
+    write_folder_atomic(args.out, write)
+    print((args.out / "SUITE_CARD.md").read_text(encoding="utf-8"))
 
 
 def merge(parts: list[Path], out: Path, argv: list[str] | None) -> None:
     """Combine suite folders trained separately into one suite at `out` (atomically)."""
     summaries = [json.loads((p / "suite.json").read_text(encoding="utf-8")) for p in parts]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+
+    def write(tmp: Path) -> None:
         entries: list[dict] = []
         for part, summary in zip(parts, summaries, strict=True):
             for e in summary["entries"]:  # a later part's SAE replaces an earlier one's
@@ -269,11 +266,9 @@ def merge(parts: list[Path], out: Path, argv: list[str] | None) -> None:
                    + " ".join(argv if argv is not None else sys.argv[1:])}
         (tmp / "suite.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         (tmp / "SUITE_CARD.md").write_text(render_card(summary), encoding="utf-8")
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(render_card(summary))
+
+    write_folder_atomic(out, write)
+    print((out / "SUITE_CARD.md").read_text(encoding="utf-8"))
 
 
 def _seed_report(ids: list[str], saes: dict[str, SAE]) -> dict:
@@ -285,19 +280,6 @@ def _seed_report(ids: list[str], saes: dict[str, SAE]) -> dict:
     mmcs = {f"{a} vs {b}": float(mean_max_cosine_similarity(
         saes[a].W_dec.detach(), saes[b].W_dec.detach())) for a, b in pairs}
     return {"ids": ids, "shared_latents_cos_0.9": shared, "mmcs": mmcs}
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    tmp.chmod(0o755)
-    for p in tmp.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def render_card(summary: dict) -> str:
