@@ -54,3 +54,43 @@ def test_require_and_passed(capsys):
         require(False, "ex", "wrong")
     passed("ex", "all good")
     assert capsys.readouterr().out == "\N{CHECK MARK} ex: all good\n"
+
+
+def test_unchanged_and_same_kind():
+    from sae_course.checks.harness import same_kind, unchanged
+
+    x = torch.ones(3)
+    unchanged("ex", x.clone(), x, "the input")
+    with pytest.raises(CheckFailed, match="changed the input in place"):
+        unchanged("ex", x.clone(), x.mul_(2), "the input")
+    with pytest.raises(CheckFailed, match="in place"):
+        unchanged("ex", [[1]], [[1, 0]], "the lists")
+    same_kind("ex", torch.ones(2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), "y")
+    with pytest.raises(CheckFailed, match="dtype torch.float32 but should keep"):
+        same_kind("ex", torch.ones(2), torch.zeros(1, dtype=torch.float64), "y")
+    with pytest.raises(CheckFailed, match="should be a torch.Tensor"):
+        same_kind("ex", 1.0, torch.zeros(()), "y")
+
+
+def test_watch_model_removes_what_the_learner_left_and_counts_passes():
+    from sae_course.checks.harness import watch_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    first = model[0]
+    with watch_model("ex", model, first) as watch:
+        model(torch.ones(1, 2))
+        model(torch.ones(1, 2))
+    assert watch.forward_passes == 2
+    with pytest.raises(CheckFailed, match=r"left 1 hook\(s\) on the model \(at 1\)"):
+        with watch_model("ex", model, first):
+            model[1].register_forward_hook(lambda m, i, o: None)
+    with pytest.raises(ZeroDivisionError):  # the learner's error wins; the hook still goes
+        with watch_model("ex", model, first):
+            model[1].register_forward_hook(lambda m, i, o: 1 / 0)
+            model(torch.ones(1, 2))
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    model(torch.ones(1, 2))  # nothing left to raise
+    with pytest.raises(CheckFailed, match="weights in place"):
+        with watch_model("ex", model):
+            with torch.no_grad():
+                first.weight.add_(1)

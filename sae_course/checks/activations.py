@@ -1,11 +1,15 @@
 """Checks for notebook 03, activations from a language model.
 
 Checks that need a model load the course's offline model themselves (once, on the CPU), so
-they never need a network, whichever model the notebook itself uses.
+they never need a network, whichever model the notebook itself uses. The learner's code runs
+on that model inside `watch_model`: a hook it leaves behind (say a hook that raised before it
+could be removed) is taken off again and reported, so a failing attempt cannot break a later
+cell or another exercise's check, and its forward passes are counted.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import Any
@@ -15,7 +19,17 @@ from torch import Tensor
 
 from sae_course import activations as ref
 from sae_course import text
-from sae_course.checks.harness import CheckFailed, call, compare, passed, require, seeded_generator
+from sae_course.checks.harness import (
+    CheckFailed,
+    call,
+    compare,
+    passed,
+    require,
+    same_kind,
+    seeded_generator,
+    unchanged,
+    watch_model,
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,7 +37,11 @@ def check_model() -> Any:
     """The offline model, loaded once per process for every check."""
     from sae_course.models import load_model
 
-    return load_model("offline", device="cpu")
+    model = load_model("offline", device="cpu")
+    # The bridge adds hooks of its own on its first forward pass; run it once here, so that
+    # the hooks watch_model finds afterwards are the learner's.
+    model(_tokens(model, 1, 2, 0), return_type=None)
+    return model
 
 
 def _tokens(model: Any, batch: int, pos: int, seed: int) -> Tensor:
@@ -32,6 +50,37 @@ def _tokens(model: Any, batch: int, pos: int, seed: int) -> Tensor:
     tokens = torch.randint(0, min(model.cfg.d_vocab, 2000), (batch, pos), generator=g)
     tokens[:, 0] = text.bos_id_of(model.tokenizer)
     return tokens
+
+
+def _copy(arg: Any) -> Any:
+    return arg.clone() if isinstance(arg, Tensor) else copy.deepcopy(arg)
+
+
+def _on_model(ex: str, fn: Any, model: Any, *args: Any, passes: int = 1,
+              inputs: tuple[str, ...] = ("the tokens", "the hook names")) -> Any:
+    """Call fn(model, *args) with the model watched: no hook may stay behind, the inputs must
+    come back unchanged, and exactly `passes` forward passes may run."""
+    kept = [_copy(a) for a in args]
+    watch = None
+    try:
+        with watch_model(ex, model, model.hook_dict.get("hook_embed")) as watch:
+            got = call(ex, fn, model, *args)
+    finally:
+        if watch is not None and watch.weights_changed:
+            check_model.cache_clear()  # the next check loads a clean model
+    for before, after, what in zip(kept, args, inputs, strict=False):
+        unchanged(ex, before, after, f"{what} it was given")
+    if watch.forward_passes == 0:
+        raise CheckFailed(
+            f"{ex}: your code never ran the model it was given. Use the `model` argument (not "
+            "a model from another cell): the check passes a model of its own."
+        )
+    if watch.forward_passes != passes:
+        raise CheckFailed(
+            f"{ex}: your code ran {watch.forward_passes} forward passes of the model; "
+            f"{passes} {'is' if passes == 1 else 'are'} enough (put every hook on one run)."
+        )
+    return got
 
 
 # ---------------------------------------------------------------- hooks
@@ -47,9 +96,10 @@ def test_capture_activations(capture_activations) -> None:
         [f"blocks.{n // 2}.hook_mlp_out"],
         ["hook_embed", "blocks.1.hook_resid_mid"],
     ]
-    for seed, names in enumerate(cases):
-        tokens = _tokens(model, 3, 9, seed)
-        got = call(ex, capture_activations, model, tokens, list(names))
+    shapes = [(3, 9), (1, 5), (2, 12)]
+    for seed, (names, (batch, pos)) in enumerate(zip(cases, shapes, strict=True)):
+        tokens = _tokens(model, batch, pos, seed)
+        got = _on_model(ex, capture_activations, model, tokens, list(names))
         require(isinstance(got, dict), ex, f"return a dict {{hook name: activation}}, got "
                 f"{type(got).__name__}.")
         missing = [name for name in names if name not in got]
@@ -70,7 +120,9 @@ def test_capture_activations(capture_activations) -> None:
             compare(got[name], expected, exercise=ex, what=f"the activation at {name}",
                     mistakes={"you kept only the first item of the batch": expected[0],
                               "you dropped the BOS position": expected[:, 1:]})
-    passed(ex, "one forward pass, every hook's activation captured under its name")
+            same_kind(ex, got[name], expected, f"the activation at {name}")
+    passed(ex, "one forward pass on the given model, every hook's activation under its name, "
+               "no hook left behind, the inputs untouched")
 
 
 def test_residual_stream(residual_stream) -> None:
@@ -80,7 +132,7 @@ def test_residual_stream(residual_stream) -> None:
     for seed, (batch, pos) in enumerate([(2, 7), (1, 1), (3, 12)]):
         tokens = _tokens(model, batch, pos, seed)
         expected = ref.residual_stream(model, tokens)
-        got = call(ex, residual_stream, model, tokens)
+        got = _on_model(ex, residual_stream, model, tokens)
         _, cache = model.run_with_cache(tokens)
         posts = torch.stack([cache[f"blocks.{layer}.hook_resid_post"] for layer in range(n)])
         mids = torch.stack([cache[f"blocks.{layer}.hook_resid_mid"] for layer in range(n)])
@@ -99,7 +151,9 @@ def test_residual_stream(residual_stream) -> None:
         compare(got, expected, exercise=ex,
                 what=f"the residual stream for tokens {tuple(tokens.shape)}",
                 mistakes=mistakes)
-    passed(ex, f"{n + 1} residual stream snapshots match the cache")
+        same_kind(ex, got, expected, "the residual stream")
+    passed(ex, f"{n + 1} residual stream snapshots match the cache, from one forward pass with "
+               "no hook left behind")
 
 
 def test_residual_norms(residual_norms) -> None:
@@ -110,10 +164,14 @@ def test_residual_norms(residual_norms) -> None:
         torch.randn(2, 1, 1, 4, generator=g),
         torch.zeros(3, 2, 4, 8),
         ref.residual_stream(check_model(), _tokens(check_model(), 2, 6, 0)),
+        torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64) * 100,
     ]
     for resid in cases:
         expected = ref.residual_norms(resid)
-        got = call(ex, residual_norms, resid.clone())
+        given = resid.clone()
+        got = call(ex, residual_norms, given)
+        unchanged(ex, resid, given, "the residual stream it was given")
+        same_kind(ex, got, expected, "the norms")
         compare(got, expected, exercise=ex,
                 what=f"the norms of a residual stream {tuple(resid.shape)}",
                 mistakes={
@@ -125,7 +183,7 @@ def test_residual_norms(residual_norms) -> None:
                     "you averaged the components instead of taking the L2 norm":
                         resid.mean(-1).mean(1),
                 })
-    passed(ex, "mean L2 norm per layer and position")
+    passed(ex, "mean L2 norm per layer and position, in the input's dtype, input untouched")
 
 
 # ---------------------------------------------------------------- stopping early
@@ -137,26 +195,30 @@ def test_stop_early_activations(stop_early_activations) -> None:
     n = model.cfg.n_layers
     for seed, hook_name in enumerate(["blocks.0.hook_resid_pre", f"blocks.{n // 2}.hook_resid_pre",
                                       "blocks.1.attn.hook_z", f"blocks.{n - 1}.hook_resid_post"]):
-        tokens = _tokens(model, 2, 8, seed)
+        tokens = _tokens(model, 1 + seed % 3, 5 + 2 * seed, seed)
         later = f"blocks.{ref.hook_layer(hook_name) + 1}.hook_resid_pre"
         if later not in model.hook_dict:
             later = "ln_final.hook_normalized"
         fired: list[str] = []
-
-        def spy(acts: Tensor, hook: Any, _fired: list[str] = fired, _later: str = later) -> None:
-            _fired.append(_later)
-
-        with model.hooks(fwd_hooks=[(later, spy)]):
-            got = call(ex, stop_early_activations, model, tokens, hook_name)
+        # a plain torch hook on the later hook point: the learner's reset_hooks() cannot remove it
+        spy = model.hook_dict[later].register_forward_pre_hook(
+            lambda module, args, _fired=fired, _later=later: _fired.append(_later))
+        try:
+            got = _on_model(ex, stop_early_activations, model, tokens, hook_name,
+                            inputs=("the tokens", "the hook name"))
+        finally:
+            spy.remove()
         expected = ref.harvest(model, tokens, hook_name, stop_early=False)
         compare(got, expected, exercise=ex, what=f"the activation at {hook_name}")
+        same_kind(ex, got, expected, f"the activation at {hook_name}")
         require(
             not fired, ex,
             f"the activation is right but the forward pass went on past {hook_name} ({later} "
             "ran). Raise StopForward in the hook, after storing the activation, and catch it "
             "around run_with_hooks.",
         )
-    passed(ex, "right activations, and nothing after the hook ran")
+    passed(ex, "right activations from one forward pass that stopped at the hook, no hook "
+               "left behind")
 
 
 # ---------------------------------------------------------------- contexts and tokens
@@ -165,19 +227,20 @@ def test_stop_early_activations(stop_early_activations) -> None:
 def test_pack_contexts(pack_contexts) -> None:
     ex = "pack_contexts"
     g = seeded_generator(0)
-    bos = 0
     docs = [torch.randint(1, 50, (int(k),), generator=g).tolist()
             for k in torch.randint(1, 30, (12,), generator=g)]
-    cases = [
-        (docs, 8),
-        (docs, 2),
-        (docs[:1], 64),  # too little text for one context
-        ([[5, 6, 7], [8, 9]], 4),
-        ([list(range(1, 20))], 20),  # exactly one context: 19 tokens + separator = 20
+    cases = [  # (documents, context_len, bos id): the BOS id varies like everything else
+        (docs, 8, 0),
+        (docs, 2, 50),
+        (docs[:1], 64, 3),  # too little text for one context
+        ([[5, 6, 7], [8, 9]], 4, 50256),
+        ([list(range(1, 20))], 20, 1),  # exactly one context: 19 tokens + separator = 20
     ]
-    for token_lists, context_len in cases:
+    for token_lists, context_len, bos in cases:
         expected = text.pack_contexts(token_lists, context_len, bos)
-        got = call(ex, pack_contexts, [list(d) for d in token_lists], context_len, bos)
+        given = [list(d) for d in token_lists]
+        got = call(ex, pack_contexts, given, context_len, bos)
+        unchanged(ex, token_lists, given, "the documents (lists of token ids) it was given")
         stream_no_sep = [t for d in token_lists for t in d]
         body = context_len - 1
         n_wrong = len(stream_no_sep) // body
@@ -207,17 +270,21 @@ def test_pack_contexts(pack_contexts) -> None:
                     "you padded the last, partial piece instead of dropping it": padded,
                 })
         require(got.dtype == torch.long, ex, f"token ids must be torch.long, got {got.dtype}.")
-    passed(ex, "BOS-led contexts of the right length, documents separated, no padding")
+    passed(ex, "BOS-led contexts of the right length for several BOS ids, documents separated, "
+               "no padding, the documents untouched")
 
 
 def test_flatten_activations(flatten_activations) -> None:
     ex = "flatten_activations"
     g = seeded_generator(0)
-    for shape in [(3, 5, 4), (1, 2, 3), (4, 1, 2), (2, 7, 1)]:
-        acts = torch.randn(*shape, generator=g)
+    for shape, dtype in [((3, 5, 4), torch.float32), ((1, 2, 3), torch.float64),
+                         ((4, 1, 2), torch.float32), ((2, 7, 1), torch.float16)]:
+        acts = torch.randn(*shape, generator=g).to(dtype)
         for exclude_bos in (True, False):
             expected = ref.flatten_activations(acts, exclude_bos)
-            got = call(ex, flatten_activations, acts.clone(), exclude_bos)
+            given = acts.clone()
+            got = call(ex, flatten_activations, given, exclude_bos)
+            unchanged(ex, acts, given, "the activations it was given")
             mistakes = {
                 "you dropped the last position instead of the first (BOS is position 0)":
                     acts[:, :-1].reshape(-1, shape[-1]),
@@ -230,7 +297,8 @@ def test_flatten_activations(flatten_activations) -> None:
             compare(got, expected, exercise=ex,
                     what=f"the flattened activations of {shape} (exclude_bos={exclude_bos})",
                     mistakes=mistakes)
-    passed(ex, "[batch, pos, d] -> [tokens, d], BOS dropped when asked")
+            same_kind(ex, got, expected, "the flattened activations")
+    passed(ex, "[batch, pos, d] -> [tokens, d] in the input's dtype, BOS dropped when asked")
 
 
 # ---------------------------------------------------------------- shuffle buffer
@@ -241,12 +309,15 @@ def test_refill_and_split(refill_and_split) -> None:
     cases = [(40, 24, 8, 3), (0, 32, 4, 2), (10, 5, 8, 1), (7, 1, 1, 5), (100, 100, 16, 6)]
     for seed, (n_buffer, n_new, batch_size, d) in enumerate(cases):
         g = seeded_generator(100 + seed)
-        buffer = torch.randn(n_buffer, d, generator=g)
-        new = torch.randn(n_new, d, generator=g)
+        dtype = torch.float64 if seed == 2 else torch.float32
+        buffer = torch.randn(n_buffer, d, generator=g, dtype=dtype)
+        new = torch.randn(n_new, d, generator=g, dtype=dtype)
         exp_batches, exp_kept = ref.refill_and_split(
             buffer, new, batch_size, seeded_generator(1000 + seed))
-        result = call(ex, refill_and_split, buffer.clone(), new.clone(), batch_size,
-                      seeded_generator(1000 + seed))
+        given = (buffer.clone(), new.clone())
+        result = call(ex, refill_and_split, *given, batch_size, seeded_generator(1000 + seed))
+        unchanged(ex, buffer, given[0], "the buffer it was given")
+        unchanged(ex, new, given[1], "the new activations it was given")
         require(isinstance(result, tuple) and len(result) == 2, ex,
                 "return a tuple (batches, kept).")
         batches, kept = result
@@ -263,12 +334,15 @@ def test_refill_and_split(refill_and_split) -> None:
                         pool[: n_all * batch_size].reshape(n_all, batch_size, d),
                 })
         compare(kept, exp_kept, exercise=ex, what="the activations kept in the buffer")
+        same_kind(ex, batches, exp_batches, "the batches")
+        same_kind(ex, kept, exp_kept, "the activations kept")
         together = torch.cat([batches.reshape(-1, d), kept])
         require(
             torch.equal(together.sort(0).values, pool.sort(0).values), ex,
             "batches and kept together must hold exactly the pool's activations.",
         )
-    passed(ex, "deterministic shuffle, half the pool served, nothing lost")
+    passed(ex, "the generator's shuffle, half the pool served, nothing lost, dtype and inputs "
+               "kept")
 
 
 # ---------------------------------------------------------------- normalisation
@@ -283,12 +357,17 @@ def test_norm_scale_factor(norm_scale_factor) -> None:
         torch.randn(50, 3, generator=g) * 1e-3,
         ref.flatten_activations(ref.harvest(check_model(), _tokens(check_model(), 2, 9, 0),
                                             "blocks.1.hook_resid_pre")),
+        torch.randn(30, 5, generator=g, dtype=torch.float64) * 7,
     ]
     for acts in cases:
         d = acts.shape[-1]
         expected = ref.norm_scale_factor(acts)
-        got = call(ex, norm_scale_factor, acts.clone())
-        got = torch.as_tensor(got, dtype=torch.float64)
+        given = acts.clone()
+        got = call(ex, norm_scale_factor, given)
+        unchanged(ex, acts, given, "the activations it was given (return the factor; scaling "
+                  "them is the caller's job)")
+        same_kind(ex, got, expected, "the scale factor")
+        got = got.double()
         norms = acts.double().norm(dim=-1)
         compare(got.reshape(()), expected.double(), exercise=ex, rtol=1e-4, atol=0,
                 what=f"the scale factor for activations {tuple(acts.shape)}",
@@ -306,4 +385,5 @@ def test_norm_scale_factor(norm_scale_factor) -> None:
             abs(scaled.norm(dim=-1).mean().item() - math.sqrt(d)) < 1e-3 * math.sqrt(d), ex,
             "after scaling, the mean norm should be sqrt(d_in).",
         )
-    passed(ex, "scaled activations have mean norm sqrt(d_in)")
+    passed(ex, "a factor (a tensor of the input's dtype) that scales to mean norm sqrt(d_in), "
+               "input untouched")

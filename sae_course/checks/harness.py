@@ -7,8 +7,10 @@ message says what differs and, when the answer matches a known mistake, names it
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,113 @@ def require(condition: bool, exercise: str, message: str) -> None:
     """Raise CheckFailed with `message` unless `condition` holds."""
     if not condition:
         raise CheckFailed(f"{exercise}: {message}")
+
+
+def unchanged(exercise: str, before: Any, after: Any, what: str) -> None:
+    """Raise CheckFailed when the learner's code changed an input in place: `before` is a copy
+    the check kept, `after` the object the learner was given (tensors, lists, dicts)."""
+    if isinstance(before, Tensor):
+        same = (isinstance(after, Tensor) and before.shape == after.shape
+                and torch.equal(before, after.detach()))
+    else:
+        same = before == after
+    if not same:
+        raise CheckFailed(
+            f"{exercise}: your code changed {what} in place. Work on new tensors (or lists) "
+            "instead: the caller still needs its inputs as they were."
+        )
+
+
+def same_kind(exercise: str, actual: Any, expected: Tensor, what: str) -> None:
+    """Raise CheckFailed unless `actual` is a tensor with the dtype and device of `expected`."""
+    if not isinstance(actual, Tensor):
+        raise CheckFailed(f"{exercise}: {what} should be a torch.Tensor of {_describe(expected)}, "
+                          f"got {type(actual).__name__}.")
+    if actual.dtype != expected.dtype:
+        raise CheckFailed(f"{exercise}: {what} has dtype {actual.dtype} but should keep the "
+                          f"input's dtype {expected.dtype} (no .float() or torch.tensor(...) "
+                          "without a dtype).")
+    if actual.device != expected.device:
+        raise CheckFailed(f"{exercise}: {what} is on {actual.device} but the input is on "
+                          f"{expected.device}; create new tensors with device=... of the input.")
+
+
+# ---------------------------------------------------------------- exercises that use a model
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_forward_pre_hooks_with_kwargs")
+_LENS_HOOK_LISTS = ("fwd_hooks", "bwd_hooks")  # TransformerLens HookPoints keep their handles
+
+
+@dataclass
+class ModelWatch:
+    """What `watch_model` saw while the learner's code ran on the model."""
+
+    forward_passes: int = 0
+    hooks_left: int = 0
+    left_at: tuple[str, ...] = ()
+    weights_changed: bool = False
+
+
+def _hook_state(module: torch.nn.Module) -> tuple[dict[str, set[int]], dict[str, set[int]]]:
+    torch_hooks = {a: set(getattr(module, a)) for a in _HOOK_DICTS if hasattr(module, a)}
+    lens_hooks = {a: {id(h) for h in getattr(module, a)} for a in _LENS_HOOK_LISTS
+                  if isinstance(getattr(module, a, None), list)}
+    return torch_hooks, lens_hooks
+
+
+@contextlib.contextmanager
+def watch_model(exercise: str, model: torch.nn.Module,
+                count_calls_of: torch.nn.Module | None = None) -> Iterator[ModelWatch]:
+    """Run the learner's code on `model` inside this block; whatever happens in it, the model
+    comes out as it went in: every hook added in the block is removed, and train/eval modes and
+    the grad mode are restored. If the block ends normally, a hook left behind or weights
+    changed in place raise CheckFailed; `watch.forward_passes` counts the calls of
+    `count_calls_of` (a module that runs once per forward pass, e.g. the embedding's hook point).
+    A changed weight cannot be undone here: the caller should discard the model.
+    """
+    watch = ModelWatch()
+    names = {id(m): n for n, m in model.named_modules()}
+    before = {id(m): _hook_state(m) for m in model.modules()}
+    modes = [(m, m.training) for m in model.modules()]
+    versions = [(p, p._version) for p in [*model.parameters(), *model.buffers()]]
+    grad_mode = torch.is_grad_enabled()
+
+    def count(module: torch.nn.Module, args: Any) -> None:
+        watch.forward_passes += 1
+
+    counter = count_calls_of.register_forward_pre_hook(count) if count_calls_of else None
+    try:
+        yield watch
+    finally:
+        if counter is not None:
+            counter.remove()
+        left = []
+        for module in model.modules():
+            torch_before, lens_before = before.get(id(module), ({}, {}))
+            for attr, keys in _hook_state(module)[0].items():
+                for key in keys - torch_before.get(attr, set()):
+                    getattr(module, attr).pop(key, None)
+                    if attr in _HOOK_DICTS[:4]:
+                        left.append(names.get(id(module), "?") or "the model")
+            for attr in _LENS_HOOK_LISTS:
+                handles = getattr(module, attr, None)
+                if isinstance(handles, list):
+                    keep = lens_before.get(attr, set())
+                    handles[:] = [h for h in handles if id(h) in keep]
+        for module, mode in modes:
+            module.training = mode
+        torch.set_grad_enabled(grad_mode)
+        watch.hooks_left, watch.left_at = len(left), tuple(sorted(set(left)))
+        watch.weights_changed = any(p._version != v for p, v in versions)
+    if watch.hooks_left:
+        raise CheckFailed(
+            f"{exercise}: your code left {watch.hooks_left} hook(s) on the model (at "
+            f"{', '.join(watch.left_at)}); every later forward pass would still run them. Add "
+            "hooks with run_with_hooks(...) or `with model.hooks(fwd_hooks=...):`, which remove "
+            "them when the pass ends, even when a hook raises. (The check has removed them.)"
+        )
+    if watch.weights_changed:
+        raise CheckFailed(f"{exercise}: your code changed the model's weights in place; it "
+                          "should only read activations.")

@@ -10,6 +10,18 @@ MUTANTS = [
                "for name in hook_names"),
     Mutant("capture_activations", "first_batch_item_only",
            old='storage[name] = acts.detach()', new='storage[name] = acts[0].detach()'),
+    # hooks: a hook left on the model (it would run in every later forward pass)
+    Mutant("capture_activations", "add_hook_left_behind",
+           old="    model.run_with_hooks(tokens, fwd_hooks=[(name, make_hook(name)) for name in "
+               "hook_names])\n",
+           new="    for name in hook_names:\n        model.add_hook(name, make_hook(name))\n"
+               "    model(tokens)\n"),
+    # hooks: more forward passes than needed
+    Mutant("capture_activations", "one_forward_pass_per_hook",
+           old="    model.run_with_hooks(tokens, fwd_hooks=[(name, make_hook(name)) for name in "
+               "hook_names])\n",
+           new="    for name in hook_names:\n"
+               "        model.run_with_hooks(tokens, fwd_hooks=[(name, make_hook(name))])\n"),
     # residual_stream
     Mutant("residual_stream", "resid_post_everywhere",
            old='f"blocks.{layer}.hook_resid_pre" for layer',
@@ -19,6 +31,12 @@ MUTANTS = [
     Mutant("residual_stream", "resid_mid_instead_of_pre",
            old='f"blocks.{layer}.hook_resid_pre" for layer',
            new='f"blocks.{layer}.hook_resid_mid" for layer'),
+    # hooks: one forward pass per snapshot
+    Mutant("residual_stream", "one_forward_pass_per_layer",
+           old="    _, cache = model.run_with_cache(tokens, names_filter=names)\n"
+               "    return torch.stack([cache[name] for name in names])\n",
+           new="    return torch.stack([model.run_with_cache(tokens, names_filter=[name])[1][name] "
+               "for name in names])\n"),
     # residual_norms
     Mutant("residual_norms", "squared_norm",
            old="resid.norm(dim=-1).mean(dim=1)", new="resid.pow(2).sum(dim=-1).mean(dim=1)"),
@@ -26,6 +44,14 @@ MUTANTS = [
            old="resid.norm(dim=-1).mean(dim=1)", new="resid.mean(dim=1).norm(dim=-1)"),
     Mutant("residual_norms", "mean_over_positions",
            old="resid.norm(dim=-1).mean(dim=1)", new="resid.norm(dim=-1).mean(dim=2)"),
+    # inputs mutated in place
+    Mutant("residual_norms", "squares_the_input_in_place",
+           old="return resid.norm(dim=-1).mean(dim=1)",
+           new="return resid.pow_(2).sum(dim=-1).sqrt().mean(dim=1)"),
+    # dtype not kept
+    Mutant("residual_norms", "casts_to_float32",
+           old="return resid.norm(dim=-1).mean(dim=1)",
+           new="return resid.float().norm(dim=-1).mean(dim=1)"),
     # stop_early_activations
     Mutant("stop_early_activations", "never_stops",
            old="        raise StopForward\n", new="        return None\n"),
@@ -34,6 +60,15 @@ MUTANTS = [
            new='        raise StopForward\n        storage["acts"] = acts.detach()\n'),
     Mutant("stop_early_activations", "exception_not_caught",
            old="    except StopForward:\n        pass\n", new="    finally:\n        pass\n"),
+    # hooks: a raising hook left on the model (every later forward pass would stop there)
+    Mutant("stop_early_activations", "add_hook_left_behind",
+           old="        model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook_fn)])\n",
+           new="        model.add_hook(hook_name, hook_fn)\n        model(tokens)\n"),
+    # hooks: a second forward pass "to be sure"
+    Mutant("stop_early_activations", "runs_twice",
+           old='    return storage["acts"]\n',
+           new="    try:\n        model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook_fn)])\n"
+               "    except StopForward:\n        pass\n    return storage[\"acts\"]\n"),
     # pack_contexts
     Mutant("pack_contexts", "no_separator_between_documents",
            old="        stream.append(bos_id)\n", new=""),
@@ -49,6 +84,13 @@ MUTANTS = [
            old="n = len(stream) // body",
            new="n = -(-len(stream) // body)\n"
                "    stream = stream + [bos_id] * (n * body - len(stream))"),
+    # an argument ignored: the separator hard-coded as GPT-2's <|endoftext|>
+    Mutant("pack_contexts", "separator_hardcoded_50256",
+           old="        stream.append(bos_id)\n", new="        stream.append(50256)\n"),
+    # inputs mutated in place: the separator appended to the caller's documents
+    Mutant("pack_contexts", "appends_to_the_input_documents",
+           old="        stream.extend(doc)\n        stream.append(bos_id)\n",
+           new="        doc.append(bos_id)\n        stream.extend(doc)\n"),
     # flatten_activations
     Mutant("flatten_activations", "drops_last_position",
            old="acts = acts[:, 1:]", new="acts = acts[:, :-1]"),
@@ -57,6 +99,10 @@ MUTANTS = [
            new="return acts.transpose(0, 1).reshape(-1, acts.shape[-1])"),
     Mutant("flatten_activations", "drops_first_context",
            old="acts = acts[:, 1:]", new="acts = acts[1:]"),
+    # dtype not kept
+    Mutant("flatten_activations", "casts_to_float32",
+           old="return acts.reshape(-1, acts.shape[-1])",
+           new="return acts.reshape(-1, acts.shape[-1]).float()"),
     # refill_and_split
     Mutant("refill_and_split", "no_shuffle",
            old="    pool = pool[torch.randperm(len(pool), generator=generator)]\n", new=""),
@@ -70,6 +116,14 @@ MUTANTS = [
                "    pool = pool[torch.randperm(len(pool), generator=generator)]\n",
            new="    pool = torch.cat([buffer, "
                "new[torch.randperm(len(new), generator=generator)]])\n"),
+    # dtype not kept
+    Mutant("refill_and_split", "pool_cast_to_float32",
+           old="    pool = torch.cat([buffer, new])\n",
+           new="    pool = torch.cat([buffer, new]).float()\n"),
+    # inputs mutated in place: the caller's new activations reordered in place
+    Mutant("refill_and_split", "shuffles_new_in_place",
+           old="    pool = torch.cat([buffer, new])\n",
+           new="    new[:] = new.flip(0)\n    pool = torch.cat([buffer, new.flip(0)])\n"),
     # norm_scale_factor
     Mutant("norm_scale_factor", "d_instead_of_sqrt_d",
            old="math.sqrt(acts.shape[-1])", new="acts.shape[-1]"),
@@ -78,4 +132,13 @@ MUTANTS = [
            new="return acts.norm(dim=-1).mean() / math.sqrt(acts.shape[-1])"),
     Mutant("norm_scale_factor", "rms_norm",
            old="acts.norm(dim=-1).mean()", new="acts.norm(dim=-1).pow(2).mean().sqrt()"),
+    # dtype/type not kept: a Python float instead of a tensor
+    Mutant("norm_scale_factor", "returns_a_python_float",
+           old="return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()",
+           new="return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean().item()"),
+    # inputs mutated in place: the activations scaled as well
+    Mutant("norm_scale_factor", "scales_the_input_in_place",
+           old="return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()",
+           new="c = math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()\n    acts.mul_(c)\n"
+               "    return c"),
 ]
