@@ -17,8 +17,10 @@ Architectures (`SAEConfig.architecture`):
   April 2024 update and SAELens' `scale_sparsity_penalty_by_decoder_norm`.
 - ``"topk"``: keep the k largest pre-activations (Gao et al. 2024, arXiv 2406.04093), with the
   AuxK loss: the k_aux largest *dead* latents reconstruct the residual (k_aux 256 capped at
-  d_sae, coefficient 1/32). Training uses a sparse decoder and sparse gradients (only the k
-  active latents touch W_dec rows and W_enc columns): see `sparse_topk_encode`.
+  d_sae, coefficient 1/32), its squared error normalised by the residual's variance as in Gao
+  et al.'s code (so the term is a fraction: 1 = no better than the residual's mean). Training
+  uses a sparse decoder and sparse gradients (only the k active latents touch W_dec rows and
+  W_enc columns): see `sparse_topk_encode`.
 - ``"batchtopk"``: keep the batch_size * k largest pre-activations over the whole batch
   (Bussmann et al. 2024, arXiv 2412.06410); a running estimate of the smallest kept activation
   becomes a fixed threshold at inference (`sae.eval()`), so a token's code no longer depends on
@@ -27,6 +29,14 @@ Architectures (`SAEConfig.architecture`):
   (Rajamanoharan et al. 2024, arXiv 2407.14435). H has zero derivative almost everywhere, so the
   threshold is trained with straight-through estimators (`JumpReLUFunction`, `StepFunction`):
   a rectangle-kernel pseudo-derivative of width `bandwidth` around the threshold.
+- ``"gated"``: the Gated SAE (Rajamanoharan et al. 2024, arXiv 2404.16014). A gate path decides
+  *which* latents fire, pi_gate = (x - b_dec) W_enc + b_gate, f_gate = H(pi_gate); a magnitude
+  path with the same directions rescaled per latent decides *how much*, pi_mag = (x - b_dec)
+  (W_enc * exp(r_mag)) + b_mag, f = f_gate * ReLU(pi_mag). The L1 acts on ReLU(pi_gate)
+  (weighted by decoder norms, as in SAELens), so it no longer shrinks the magnitudes; "aux"
+  trains the gate to reconstruct through a frozen copy of the decoder (W_dec, b_dec detached),
+  since H passes no gradient. Files: SAELens 6's gated layout (W_enc, b_gate, r_mag, b_mag,
+  W_dec, b_dec; architecture "gated").
 - ``"matryoshka"``: a TopK SAE whose nested prefixes of the dictionary (the first m latents, for
   every m in `matryoshka_prefixes`) must each reconstruct the input on their own (Bussmann,
   Nabeshima et al. 2025, arXiv 2503.17547). The loss is the full reconstruction's "mse" plus
@@ -71,7 +81,7 @@ from sae_course.files import (
 )
 from sae_course.settings import stream_generator
 
-ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
+ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka", "gated")
 L1_VARIANTS = ("weighted", "unit_norm")
 WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSE_MIN_D_SAE = 2048  # the sparse TopK path pays off from about this many latents
@@ -90,9 +100,9 @@ INIT_STREAM = "sae.init"
 class SAEConfig:
     """Everything that defines an SAE (sizes, architecture, loss coefficients).
 
-    `sparsity_coefficient` is the L1 coefficient (relu) or the L0 coefficient (jumprelu); TopK
-    and BatchTopK get their sparsity from `k`. `dead_after_tokens` is N in "dead = no activation
-    in the last N tokens" (Gao et al. use 10M tokens on language models).
+    `sparsity_coefficient` is the L1 coefficient (relu, gated) or the L0 coefficient
+    (jumprelu); TopK and BatchTopK get their sparsity from `k`. `dead_after_tokens` is N in
+    "dead = no activation in the last N tokens" (Gao et al. use 10M tokens on language models).
     """
 
     d_in: int
@@ -233,8 +243,10 @@ def auxk_loss(
     """Gao et al.'s AuxK loss: the k_aux largest dead latents reconstruct the residual.
 
     `residual` is x - x_hat (treated as a constant: detached), `pre` the pre-activations,
-    `dead_mask` [d_sae] bool. Returns ||residual - aux_latents @ W_dec||^2 averaged over tokens
-    (0 when no latent is dead). k_aux is capped at the number of dead latents.
+    `dead_mask` [d_sae] bool. Returns E||residual - aux_latents @ W_dec||^2 / E||residual -
+    E[residual]||^2 (expectations over tokens, squared norms over d_in): Gao et al.'s normalised
+    MSE. When the residual has no variance (one token) the error is returned unnormalised; 0
+    when no latent is dead. k_aux is capped at the number of dead latents.
     """
     n_dead = int(dead_mask.sum())
     k_eff = min(k_aux, n_dead)
@@ -244,7 +256,41 @@ def auxk_loss(
     aux_latents = topk_activation(masked, k_eff)
     aux_latents = torch.nan_to_num(aux_latents, neginf=0.0)
     e_hat = aux_latents @ W_dec
-    return (residual.detach() - e_hat).pow(2).sum(-1).mean()
+    return normalized_aux_error(residual.detach(), e_hat)
+
+
+def normalized_aux_error(residual: Tensor, e_hat: Tensor) -> Tensor:
+    """E||residual - e_hat||^2 / E||residual - E[residual]||^2 over tokens (the denominator is
+    left out when it is 0: one token, or identical residuals)."""
+    error = (residual - e_hat).pow(2).sum(-1).mean()
+    variance = (residual - residual.mean(0)).pow(2).sum(-1).mean()
+    return torch.where(variance > 0, error / torch.where(variance > 0, variance, 1.0), error)
+
+
+def gated_forward(
+    x: Tensor, W_enc: Tensor, b_gate: Tensor, r_mag: Tensor, b_mag: Tensor, W_dec: Tensor,
+    b_dec: Tensor, sparsity_coefficient: float, apply_b_dec_to_input: bool = True,
+    weighted_l1: bool = True,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """A Gated SAE's forward pass and loss (Rajamanoharan et al. 2024, arXiv 2404.16014).
+
+    Returns (x_hat, latents, losses) with losses "mse" (||x - x_hat||^2 summed over d_in, mean
+    over tokens), "l1" (coefficient * the L1 of ReLU(pi_gate), each latent weighted by its
+    decoder row norm when `weighted_l1`) and "aux" (||x - (ReLU(pi_gate) @ W_dec + b_dec)||^2
+    with W_dec and b_dec detached: the gate learns to reconstruct without moving the decoder).
+    """
+    x_in = x - b_dec if apply_b_dec_to_input else x
+    pi_gate = x_in @ W_enc + b_gate
+    pi_mag = x_in @ (W_enc * r_mag.exp()) + b_mag
+    latents = (pi_gate > 0).to(x.dtype) * torch.relu(pi_mag)
+    x_hat = latents @ W_dec + b_dec
+    gate = torch.relu(pi_gate)
+    l1 = l1_penalty(gate, W_dec if weighted_l1 else None).mean()
+    via_gate = gate @ W_dec.detach() + b_dec.detach()
+    losses = {"mse": (x_hat - x).pow(2).sum(-1).mean(),
+              "l1": sparsity_coefficient * l1,
+              "aux": (via_gate - x).pow(2).sum(-1).mean()}
+    return x_hat, latents, losses
 
 
 def _rectangle(z: Tensor) -> Tensor:
@@ -514,7 +560,11 @@ class SAE(nn.Module):
             bound = 1 / math.sqrt(d_in)
             W_enc = (torch.rand(d_in, d_sae, generator=gen, dtype=torch.float64) * 2 - 1) * bound
         self.W_enc = nn.Parameter(W_enc.to(device=device, dtype=dtype))
-        self.b_enc = nn.Parameter(torch.zeros(d_sae, device=device, dtype=dtype))
+        if cfg.architecture == "gated":  # SAELens's names: no b_enc, a gate and a magnitude bias
+            for name in ("b_gate", "r_mag", "b_mag"):
+                setattr(self, name, nn.Parameter(torch.zeros(d_sae, device=device, dtype=dtype)))
+        else:
+            self.b_enc = nn.Parameter(torch.zeros(d_sae, device=device, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(d_in, device=device, dtype=dtype))
         if cfg.architecture == "jumprelu":
             self.threshold = nn.Parameter(
@@ -566,12 +616,23 @@ class SAE(nn.Module):
 
     # ---- the forward pass -----------------------------------------------------------------
     def pre_activations(self, x: Tensor) -> Tensor:
+        """(x - b_dec) W_enc + b_enc; for a Gated SAE the gate's pre-activations (b_gate)."""
         x_in = x - self.b_dec if self.cfg.apply_b_dec_to_input else x
-        return x_in @ self.W_enc + self.b_enc
+        return x_in @ self.W_enc + (self.b_gate if self.cfg.architecture == "gated"
+                                    else self.b_enc)
+
+    def _gated(self, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        cfg = self.cfg
+        return gated_forward(x, self.W_enc, self.b_gate, self.r_mag, self.b_mag, self.W_dec,
+                             self.b_dec, cfg.sparsity_coefficient, cfg.apply_b_dec_to_input,
+                             weighted_l1=cfg.l1_variant == "weighted")
 
     def activation(self, pre: Tensor) -> Tensor:
-        """Latents from pre-activations (dense), as the architecture says."""
+        """Latents from pre-activations (dense), as the architecture says (not gated: its
+        latents need the magnitude path too; use `encode`)."""
         arch = self.cfg.architecture
+        if arch == "gated":
+            raise ValueError("A Gated SAE's latents need both paths: call sae.encode(x).")
         if arch == "relu":
             return torch.relu(pre)
         if arch in ("topk", "matryoshka"):
@@ -586,7 +647,11 @@ class SAE(nn.Module):
         """The latents [..., d_sae] (dense)."""
         self.check_input(x)
         shape = x.shape
-        lat = self.activation(self.pre_activations(x.reshape(-1, self.cfg.d_in)))
+        x = x.reshape(-1, self.cfg.d_in)
+        if self.cfg.architecture == "gated":
+            lat = self._gated(x)[1]
+        else:
+            lat = self.activation(self.pre_activations(x))
         return lat.reshape(*shape[:-1], self.cfg.d_sae)
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -612,7 +677,8 @@ class SAE(nn.Module):
         """Reconstruct x; returns an SAEOutput with x_hat, latents and the named losses.
 
         Loss terms: "mse" (squared error summed over d_in, mean over tokens) and, by
-        architecture, "l1" (relu), "l0" (jumprelu) or "aux" (topk/batchtopk, training only).
+        architecture, "l1" (relu), "l0" (jumprelu), "aux" (topk/batchtopk, training only) or
+        "l1" and "aux" (gated: the gate's reconstruction through the frozen decoder).
         `sparse` picks the sparse TopK path (default: on for topk while training when
         d_sae >= SPARSE_MIN_D_SAE; below that the dense path is faster). Both give the same
         numbers (tests/test_sae.py checks loss, gradients and the updated parameters).
@@ -638,6 +704,9 @@ class SAE(nn.Module):
 
     def _forward_dense(self, x: Tensor) -> SAEOutput:
         cfg = self.cfg
+        if cfg.architecture == "gated":
+            x_hat, latents, losses = self._gated(x)
+            return SAEOutput(x_hat, losses, latents=latents, d_sae=cfg.d_sae)
         pre = self.pre_activations(x)
         latents = self.activation(pre)
         x_hat = self.decode(latents)
@@ -671,7 +740,7 @@ class SAE(nn.Module):
         losses = {"mse": (x_hat - x).pow(2).sum(-1).mean()}
         if dead is not None:
             e_hat = sparse_decode(aux_vals, aux_idx, self.W_dec)
-            aux = (x - x_hat).detach().sub(e_hat).pow(2).sum(-1).mean()
+            aux = normalized_aux_error((x - x_hat).detach(), e_hat)
             losses["aux"] = cfg.aux_coefficient * aux
         return SAEOutput(x_hat, losses, latent_values=vals, latent_indices=idx, d_sae=cfg.d_sae)
 
@@ -692,14 +761,14 @@ class SAE(nn.Module):
     @torch.no_grad()
     def before_optimizer_step(self) -> None:
         """Unit-norm ReLU SAE: remove the gradient component parallel to each decoder row."""
-        if self.cfg.architecture == "relu" and self.cfg.l1_variant == "unit_norm":
+        if self.cfg.architecture in ("relu", "gated") and self.cfg.l1_variant == "unit_norm":
             if self.W_dec.grad is not None:
                 self.W_dec.grad.copy_(remove_parallel_component(self.W_dec, self.W_dec.grad))
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Unit-norm ReLU SAE: renormalise the decoder rows; JumpReLU: keep thresholds > 0."""
-        if self.cfg.architecture == "relu" and self.cfg.l1_variant == "unit_norm":
+        if self.cfg.architecture in ("relu", "gated") and self.cfg.l1_variant == "unit_norm":
             self.W_dec.copy_(normalize_rows(self.W_dec))
         if self.cfg.architecture == "jumprelu":
             self.threshold.clamp_(min=1e-6)
@@ -720,7 +789,8 @@ class SAE(nn.Module):
     # ---- files ----------------------------------------------------------------------------
     def weights(self) -> dict[str, Tensor]:
         """The tensors saved in sae_weights.safetensors (SAELens names and shapes)."""
-        w = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_enc": self.b_enc, "b_dec": self.b_dec}
+        w = {"W_enc": self.W_enc, "W_dec": self.W_dec, "b_dec": self.b_dec,
+             **{name: getattr(self, name) for name in encoder_bias_names(self.cfg)}}
         if self.cfg.architecture == "jumprelu":
             w["threshold"] = self.threshold
         elif self.cfg.architecture == "batchtopk":
@@ -827,7 +897,8 @@ class SAE(nn.Module):
         cfg = layout.cfg
         with _open_weights(w_path) as f:
             expected = {"W_enc": (cfg.d_in, cfg.d_sae), "W_dec": (cfg.d_sae, cfg.d_in),
-                        "b_enc": (cfg.d_sae,), "b_dec": (cfg.d_in,)}
+                        "b_dec": (cfg.d_in,),
+                        **{name: (cfg.d_sae,) for name in encoder_bias_names(cfg)}}
             if cfg.architecture in ("jumprelu", "batchtopk"):
                 expected["threshold"] = (cfg.d_sae,)
             file_dtype = _check_header(f, w_path, expected, layout.dtype)
@@ -838,7 +909,7 @@ class SAE(nn.Module):
         _check_values(tensors, w_path, cfg)
         if layout.rescale_acts_by_decoder_norm:
             _fold_decoder_norm(tensors, w_path)
-        for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        for name in ("W_enc", "W_dec", "b_dec", *encoder_bias_names(cfg)):
             setattr(sae, name, nn.Parameter(tensors[name].to(**target)))
         dev = target["device"]
         sae.tokens_since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=dev)
@@ -855,7 +926,13 @@ class SAE(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 SAELENS_ARCHITECTURE = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu",
-                        "jumprelu": "jumprelu", "matryoshka": "topk"}
+                        "jumprelu": "jumprelu", "matryoshka": "topk", "gated": "gated"}
+GATED_BIASES = ("b_gate", "r_mag", "b_mag")
+
+
+def encoder_bias_names(cfg: SAEConfig) -> tuple[str, ...]:
+    """The per-latent encoder vectors besides W_enc: b_enc, or a Gated SAE's three."""
+    return GATED_BIASES if cfg.architecture == "gated" else ("b_enc",)
 SAELENS_LAYOUT_VERSION = "6.0.0"
 """Written as `metadata.sae_lens_version`: SAELens reads the metadata block only from files
 that declare 6.0 or later, and this course writes SAELens 6's layout."""
@@ -1050,12 +1127,12 @@ def _saelens_config(path: Path, top: dict[str, Any], extra: dict[str, Any],
             raise _refuse(path, "k", f"is {k!r}, not an integer in 1..d_sae={top['d_sae']}",
                           "give the k the SAE was trained with")
         return FileLayout(SAEConfig(architecture="topk", k=k, **common), dtype, rescale)
-    if arch in ("standard", "relu", "jumprelu"):
-        arch = "jumprelu" if arch == "jumprelu" else "relu"
+    if arch in ("standard", "relu", "jumprelu", "gated"):
+        arch = {"standard": "relu"}.get(arch, arch)
         return FileLayout(SAEConfig(architecture=arch, **common), dtype)
     raise _refuse(path, "architecture", f"is {arch!r}, which this course cannot load",
-                  "use a standard, topk or jumprelu SAE (SAELens saves BatchTopK SAEs for "
-                  "inference as jumprelu: save_inference_model)")
+                  "use a standard, topk, jumprelu or gated SAE (SAELens saves BatchTopK SAEs "
+                  "for inference as jumprelu: save_inference_model)")
 
 
 @contextlib.contextmanager
@@ -1173,9 +1250,12 @@ def resample_dead_latents(
     scale = enc_norms[alive].mean() if bool(alive.any()) else enc_norms.new_ones(())
     sae.W_dec[dead] = directions
     sae.W_enc[:, dead] = directions.t() * (scale * encoder_scale)
-    sae.b_enc[dead] = 0.0
+    biases = [getattr(sae, name) for name in encoder_bias_names(sae.cfg)]
+    for b in biases:  # b_enc (a Gated SAE: b_gate, b_mag, and r_mag = 0, a scale of 1)
+        b[dead] = 0.0
     if optimizer is not None:
-        targets = ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,)))
+        targets = ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)),
+                   *((b, (dead,)) for b in biases))
         for p, index in targets:
             state = optimizer.state.get(p, {})
             for key in ("exp_avg", "exp_avg_sq"):

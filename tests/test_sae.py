@@ -17,6 +17,7 @@ from sae_course.sae import (
     StepFunction,
     auxk_loss,
     batchtopk_activation,
+    gated_forward,
     geometric_median,
     remove_parallel_component,
     resample_dead_latents,
@@ -39,6 +40,7 @@ CONFIGS = {
     "topk": dict(architecture="topk", k=3),
     "batchtopk": dict(architecture="batchtopk", k=3),
     "jumprelu": dict(architecture="jumprelu", sparsity_coefficient=0.01),
+    "gated": dict(architecture="gated", sparsity_coefficient=0.1),
 }
 
 
@@ -53,7 +55,7 @@ def test_interface(name):
     out = sae(x)
     assert out.x_hat.shape == x.shape and out.latents.shape == (10, 24)
     assert "mse" in out.losses and torch.isfinite(out.loss)
-    expected = {"relu": "l1", "relu_unit": "l1", "jumprelu": "l0"}.get(name)
+    expected = {"relu": "l1", "relu_unit": "l1", "jumprelu": "l0", "gated": "aux"}.get(name)
     if expected:
         assert expected in out.losses
     lat = sae.encode(x)
@@ -96,7 +98,9 @@ def test_save_load_round_trip(name, tmp_path):
     torch.testing.assert_close(loaded(x).x_hat, sae(x).x_hat)
     w = loaded.weights()
     assert w["W_enc"].shape == (8, 24) and w["W_dec"].shape == (24, 8)
-    assert w["b_enc"].shape == (24,) and w["b_dec"].shape == (8,)
+    biases = ("b_gate", "r_mag", "b_mag") if name == "gated" else ("b_enc",)
+    assert set(w) - {"threshold"} == {"W_enc", "W_dec", "b_dec", *biases}
+    assert all(w[b].shape == (24,) for b in biases) and w["b_dec"].shape == (8,)
 
 
 def test_loads_a_saelens_folder(tmp_path):
@@ -176,8 +180,15 @@ def test_auxk_is_zero_without_dead_and_capped():
     dead[[1, 4]] = True
     lat = torch.zeros(5, 10)
     lat[:, [1, 4]] = torch.relu(pre[:, [1, 4]])
-    expected = (residual - lat @ W_dec).pow(2).sum(-1).mean()
+    # Gao et al.'s normalised MSE: the error over the residual's variance around its mean
+    variance = (residual - residual.mean(0)).pow(2).sum(-1).mean()
+    expected = (residual - lat @ W_dec).pow(2).sum(-1).mean() / variance
     torch.testing.assert_close(auxk_loss(residual, pre, W_dec, dead, 256), expected)
+    # a residual scaled by s with latents scaled by s: the same normalised loss
+    torch.testing.assert_close(auxk_loss(residual * 3, pre * 3, W_dec, dead, 256), expected)
+    # one token: no variance to normalise by, the error is returned as it is
+    one = auxk_loss(residual[:1], pre[:1], W_dec, dead, 256)
+    torch.testing.assert_close(one, (residual[:1] - lat[:1] @ W_dec).pow(2).sum(-1).mean())
 
 
 def test_topk_and_batchtopk_activations():
@@ -485,3 +496,86 @@ def test_matryoshka_round_trips_as_saelens_topk(tmp_path):
     assert cfg["architecture"] == "topk" and cfg["k"] == 2
     loaded = SAE.load(tmp_path / "m")
     assert loaded.cfg.matryoshka_prefixes == [2, 4, 8, 16, 32]
+
+
+def _gated(seed: int = 0, **kw) -> SAE:
+    sae = SAE(SAEConfig(d_in=8, d_sae=24, architecture="gated", sparsity_coefficient=0.3, **kw),
+              dtype=torch.float64, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in ("b_gate", "r_mag", "b_mag", "b_dec"):
+            p = getattr(sae, name)
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+        sae.W_dec.mul_(torch.rand(24, 1, generator=g, dtype=torch.float64) + 0.5)
+    return sae
+
+
+def test_gated_forward_is_the_papers():
+    """Gate decides which latents fire, the rescaled magnitude path how much; L1 on ReLU(pi_gate)
+    weighted by decoder norms; aux reconstructs through the gate with a frozen decoder."""
+    sae = _gated()
+    x = torch.randn(32, 8, dtype=torch.float64)
+    out = sae(x)
+    W, x_in = sae.W_enc.detach(), x - sae.b_dec.detach()
+    pi_gate = x_in @ W + sae.b_gate.detach()
+    pi_mag = x_in @ (W * sae.r_mag.detach().exp()) + sae.b_mag.detach()
+    lat = (pi_gate > 0) * torch.relu(pi_mag)
+    torch.testing.assert_close(out.latents.detach(), lat)
+    torch.testing.assert_close(sae.encode(x).detach(), lat)
+    W_dec, b_dec = sae.W_dec.detach(), sae.b_dec.detach()
+    torch.testing.assert_close(out.x_hat.detach(), lat @ W_dec + b_dec)
+    norms = W_dec.norm(dim=-1)
+    torch.testing.assert_close(out.losses["l1"].detach(),
+                               0.3 * (torch.relu(pi_gate) * norms).sum(-1).mean())
+    via_gate = torch.relu(pi_gate) @ W_dec + b_dec
+    torch.testing.assert_close(out.losses["aux"].detach(), (via_gate - x).pow(2).sum(-1).mean())
+    assert set(out.losses) == {"mse", "l1", "aux"}
+
+
+def test_gated_gradients_go_where_the_paper_says():
+    x = torch.randn(64, 8, dtype=torch.float64)
+    # the reconstruction term: no gradient to the gate's bias (the Heaviside passes none)
+    sae = _gated()
+    sae(x).losses["mse"].backward()
+    assert sae.b_gate.grad is None and float(sae.b_mag.grad.abs().sum()) > 0
+    # the auxiliary term: trains the gate path, never the decoder
+    sae = _gated()
+    sae(x).losses["aux"].backward()
+    assert float(sae.b_gate.grad.abs().sum()) > 0
+    assert sae.W_dec.grad is None or float(sae.W_dec.grad.abs().sum()) == 0
+    # the library's module and the function agree, gradients included
+    a, b = _gated(1), _gated(1)
+    a(x).loss.backward()
+    _, _, losses = gated_forward(x, b.W_enc, b.b_gate, b.r_mag, b.b_mag, b.W_dec, b.b_dec, 0.3)
+    sum(losses.values()).backward()
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=f"gradient of {name}")
+
+
+def test_gated_removes_most_of_the_shrinkage_of_relu_l1():
+    """At about the true L0 of the data (2.6), ReLU + L1 shrinks its reconstructions hard
+    (gamma about 0.4); a Gated SAE, whose magnitudes escape the penalty, much less."""
+    data = SyntheticFeatures(64, 32, 0.04, seed=0)
+    x_eval = data.sample(4096, torch.Generator().manual_seed(7))[0]
+    gamma, l0 = {}, {}
+    for arch, coefficient in (("relu", 1.0), ("gated", 1.5)):
+        sae = SAE(SAEConfig(d_in=32, d_sae=128, architecture=arch,
+                            sparsity_coefficient=coefficient))
+        train_sae(sae, _data_fn(data), TrainConfig(n_steps=400, lr=3e-3, lr_decay_steps=80,
+                                                   sparsity_warmup_steps=40, progress=False))
+        with torch.no_grad():
+            gamma[arch] = float(ev.shrinkage(x_eval, sae(x_eval).x_hat))
+            l0[arch] = float(ev.l0(sae.encode(x_eval)))
+    print(gamma, l0)
+    assert 0.5 < l0["gated"] < 2 * l0["relu"] and l0["relu"] < 4
+    assert gamma["relu"] < 0.6 and gamma["gated"] > 0.75
+
+
+def test_gated_resampling_resets_its_three_biases():
+    sae = _gated().float()
+    x = torch.randn(64, 8)
+    dead = torch.zeros(24, dtype=torch.bool)
+    dead[[3, 7]] = True
+    assert resample_dead_latents(sae, x, dead, generator=torch.Generator().manual_seed(0)) == 2
+    for name in ("b_gate", "r_mag", "b_mag"):
+        assert (getattr(sae, name).detach()[dead] == 0).all(), name

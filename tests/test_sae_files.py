@@ -44,6 +44,11 @@ def saelens_weights(architecture: str, seed: int = 0) -> dict[str, torch.Tensor]
     w = {"W_enc": torch.randn(D_IN, D_SAE, generator=g),
          "W_dec": torch.randn(D_SAE, D_IN, generator=g) * 2,
          "b_enc": torch.randn(D_SAE, generator=g) * 0.1, "b_dec": torch.randn(D_IN, generator=g)}
+    if architecture == "gated":  # SAELens 6's GatedSAE: no b_enc; a gate and a magnitude bias
+        del w["b_enc"]
+        w.update(b_gate=torch.randn(D_SAE, generator=g) * 0.1,
+                 r_mag=torch.randn(D_SAE, generator=g) * 0.2,
+                 b_mag=torch.randn(D_SAE, generator=g) * 0.1)
     if architecture == "jumprelu":
         w["threshold"] = torch.rand(D_SAE, generator=g) * 0.5
     return w
@@ -57,8 +62,14 @@ def write_folder(folder: Path, cfg: dict, weights: dict[str, torch.Tensor]) -> P
 
 
 def saelens_encode_decode(cfg: dict, w: dict[str, torch.Tensor], x: torch.Tensor):
-    """SAELens 6's inference forward (StandardSAE, TopKSAE, JumpReLUSAE), from its source."""
+    """SAELens 6's inference forward (StandardSAE, TopKSAE, JumpReLUSAE, GatedSAE), from its
+    source."""
     sae_in = x - w["b_dec"] * cfg["apply_b_dec_to_input"]
+    if cfg["architecture"] == "gated":
+        active = (sae_in @ w["W_enc"] + w["b_gate"] > 0).to(x.dtype)
+        magnitudes = (sae_in @ (w["W_enc"] * w["r_mag"].exp()) + w["b_mag"]).relu()
+        acts = active * magnitudes
+        return acts, acts @ w["W_dec"] + w["b_dec"]
     pre = sae_in @ w["W_enc"] + w["b_enc"]
     norms = w["W_dec"].norm(dim=-1)
     if cfg["architecture"] == "topk":
@@ -77,7 +88,7 @@ def saelens_encode_decode(cfg: dict, w: dict[str, torch.Tensor], x: torch.Tensor
 
 
 @pytest.mark.parametrize(("architecture", "rescale"), [
-    ("standard", False), ("topk", False), ("topk", True), ("jumprelu", False)])
+    ("standard", False), ("topk", False), ("topk", True), ("jumprelu", False), ("gated", False)])
 def test_reads_saelens_6_files_exactly(tmp_path, architecture, rescale):
     cfg = saelens_cfg(architecture)
     if rescale:
@@ -112,7 +123,7 @@ def test_reads_pre_6_files_with_hook_point(tmp_path):
 
 
 ARCHS = {"relu": {}, "topk": {"k": 4}, "batchtopk": {"k": 4},
-         "jumprelu": {"sparsity_coefficient": 0.01}}
+         "jumprelu": {"sparsity_coefficient": 0.01}, "gated": {"sparsity_coefficient": 0.5}}
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -123,7 +134,8 @@ def test_what_we_write_is_saelens_6s_layout(tmp_path, name):
                         extra={"hook_name": "blocks.1.hook_resid_pre", "model_name": "offline",
                                "context_size": 64}), seed=3)
     with torch.no_grad():
-        sae.b_enc.normal_(0, 0.1)
+        for bias in ("b_gate", "r_mag", "b_mag") if name == "gated" else ("b_enc",):
+            getattr(sae, bias).normal_(0, 0.1)
         sae.b_dec.normal_()
     if name == "batchtopk":
         sae(torch.randn(64, D_IN))  # learn its threshold
@@ -142,7 +154,8 @@ def test_what_we_write_is_saelens_6s_layout(tmp_path, name):
     assert fields <= set(cfg) and cfg["dtype"] in ("float32", "float64", "float16", "bfloat16")
     state_keys = {"standard": {"W_enc", "W_dec", "b_enc", "b_dec"},
                   "topk": {"W_enc", "W_dec", "b_enc", "b_dec"},
-                  "jumprelu": {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"}}
+                  "jumprelu": {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"},
+                  "gated": {"W_enc", "W_dec", "b_gate", "r_mag", "b_mag", "b_dec"}}
     assert set(w) == state_keys[cfg["architecture"]]
     x = torch.randn(16, D_IN)
     latents, x_hat = saelens_encode_decode(cfg, w, x)
