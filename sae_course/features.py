@@ -196,27 +196,35 @@ def make_example(acts: LatentActivations, latent: int, context: int, position: i
                    position - lo)
 
 
-def top_examples(acts: LatentActivations, latent: int, n: int = 10,
-                 window: tuple[int, int] = (12, 4)) -> list[Example]:
-    """The `n` highest activations of `latent` whose windows do not overlap, highest first.
+def top_positions(activations: Tensor, n: int, width: int) -> list[tuple[int, int]]:
+    """(context, position) of the `n` highest non-zero entries of `activations` [n_contexts,
+    context_len], highest first, no two in the same context `width` or fewer tokens apart.
 
-    Greedy: take activations from the highest down, skipping one whose window would share a
-    token with an example already taken (same context, positions closer than the window's
-    width). Ties go to the earlier token.
+    Greedy: go down the activations from the highest, skipping one too close to an entry
+    already taken. Ties go to the earlier token (in flat order).
     """
-    rows, vals = acts.column(latent)
-    order = torch.argsort(-vals, stable=True)
-    width = window[0] + window[1]
-    L = acts.context_len
+    L = activations.shape[1]
+    flat = activations.reshape(-1)
+    rows = flat.nonzero()[:, 0]
+    order = rows[torch.argsort(-flat[rows], stable=True)]
     taken: list[tuple[int, int]] = []
-    dense = acts.activations_of(latent)
-    for r in rows[order].tolist():
+    for r in order.tolist():
         c, p = divmod(r, L)
         if all(c != tc or abs(p - tp) > width for tc, tp in taken):
             taken.append((c, p))
             if len(taken) == n:
                 break
-    return [make_example(acts, latent, c, p, window, dense) for c, p in taken]
+    return taken
+
+
+def top_examples(acts: LatentActivations, latent: int, n: int = 10,
+                 window: tuple[int, int] = (12, 4)) -> list[Example]:
+    """The `n` highest activations of `latent` whose windows do not overlap, highest first
+    (see `top_positions`: two windows overlap when their tokens are closer than the
+    window's width)."""
+    dense = acts.activations_of(latent)
+    return [make_example(acts, latent, c, p, window, dense)
+            for c, p in top_positions(dense, n, window[0] + window[1])]
 
 
 def quantile_bands(values: Tensor, n_bands: int) -> Tensor:

@@ -12,7 +12,8 @@ from sae_course.checks.harness import CheckFailed
 __all__ = ["CheckFailed"]
 
 # Part name -> module; imported on first use so one part's heavy imports do not slow another.
-_PARTS = {"toy": "toy", "toy_sae": "toy_sae", "activations": "activations", "lm_sae": "lm_sae"}
+_PARTS = {"toy": "toy", "toy_sae": "toy_sae", "activations": "activations", "lm_sae": "lm_sae",
+          "interpret": "interpret"}
 
 
 def __getattr__(name: str):
