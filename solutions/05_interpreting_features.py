@@ -39,7 +39,8 @@
 #
 # Every demonstration uses the course library (`sae_course.features`, `sae_course.scorecard`,
 # `sae_course.splitting`, `sae_course.dashboard`), so if you are stuck on one exercise you can
-# still run the rest.
+# still run the rest. Every measure is defined where it is first used, and all of them
+# together in `docs/interpretation.md`.
 #
 # Reading: Bricken et al. 2023, *Towards Monosemanticity*
 # ([transformer-circuits.pub/2023/monosemantic-features](https://transformer-circuits.pub/2023/monosemantic-features)),
