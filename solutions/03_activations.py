@@ -29,9 +29,11 @@
 # You will write 8 pieces, each followed by a check cell: capturing activations with hooks,
 # the residual stream and its norms, stopping the forward pass early, packing text into
 # contexts, flattening activations into tokens, the shuffle buffer, and the normalisation
-# factor. The demonstrations after each exercise use the course library's reference
-# implementation (`sae_course.activations`, `sae_course.text`), so if you are stuck on one
-# exercise you can still run the rest.
+# factor. Each has a hint in a collapsed block above it (click **Hint** to open it); the check
+# cell after it says what differs when your answer is wrong. The demonstrations after each
+# exercise use the course library's reference implementation (`sae_course.activations`,
+# `sae_course.text`), so if you are stuck on one exercise you can still run the rest. Questions
+# marked **Predict, then reveal** keep their answer folded: decide first, then open it.
 #
 # Reading: Bricken et al. 2023, *Towards Monosemanticity*
 # ([transformer-circuits.pub/2023/monosemantic-features](https://transformer-circuits.pub/2023/monosemantic-features)),
@@ -128,13 +130,21 @@ for name, value in cache.items():
 # **Exercise: `capture_activations`.** Read several activations in one forward pass with
 # `run_with_hooks`, returning `{hook name: activation}`. Key each activation by the name you
 # asked for; `hook.name` is the bridge's own name for the point (e.g. `blocks.0.hook_in` for
-# `blocks.0.hook_resid_pre`), so do not use it.
+# `blocks.0.hook_resid_pre`), so do not use it. Use the `model` you are given (the check passes
+# a model of its own), run it once, and leave no hook on it afterwards: `run_with_hooks` removes
+# its hooks when the pass ends, even when a hook raises, while a hook added with
+# `model.add_hook` stays until it is removed and runs in every later forward pass.
+#
+# <details><summary>Hint</summary>
+#
+# Write `make_hook(name)`, returning a `hook_fn(acts, hook)` that stores `acts.detach()` under
+# `name`, and pass `[(name, make_hook(name)) for name in hook_names]` as `fwd_hooks`. A lambda
+# written inside the loop would see only the loop variable's last value.
+# </details>
 
 # %%
 def capture_activations(model: Any, tokens: Tensor, hook_names: list[str]) -> dict[str, Tensor]:
     """Run `model` once on `tokens` with a forward hook on each name; return {name: activation}."""
-    # Hint: write make_hook(name), returning a hook_fn(acts, hook) that stores acts.detach() under name.
-    # A lambda written inside a loop would see only the loop variable's last value.
     # EXERCISE capture_activations
     storage: dict[str, Tensor] = {}
 
@@ -162,11 +172,16 @@ checks.activations.test_capture_activations(capture_activations)
 #
 # **Exercise: `residual_stream`.** Stack the `n_layers + 1` snapshots into one tensor
 # `[n_layers + 1, batch, pos, d_model]` with one `run_with_cache` call.
+#
+# <details><summary>Hint</summary>
+#
+# Build the list of the `n_layers + 1` names first, pass it as `names_filter`, then
+# `torch.stack` the cached tensors in that order.
+# </details>
 
 # %%
 def residual_stream(model: Any, tokens: Tensor) -> Tensor:
     """[n_layers + 1, batch, pos, d_model]: resid_pre of every block, then the last block's resid_post."""
-    # Hint: build the list of names first, pass it as names_filter, then torch.stack.
     # EXERCISE residual_stream
     n = model.cfg.n_layers
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
@@ -180,12 +195,17 @@ checks.activations.test_residual_stream(residual_stream)
 
 # %% [markdown]
 # **Exercise: `residual_norms`.** The size of the residual vectors: the L2 norm of each
-# vector, averaged over the batch, giving `[n_layers + 1, pos]`.
+# vector, averaged over the batch, giving `[n_layers + 1, pos]`. Leave the input as it is and
+# keep its dtype.
+#
+# <details><summary>Hint</summary>
+#
+# The norm is over the last dimension (`.norm(dim=-1)`); the batch is dimension 1.
+# </details>
 
 # %%
 def residual_norms(resid: Tensor) -> Tensor:
     """[n_layers + 1, batch, pos, d] -> [n_layers + 1, pos]: mean over the batch of the L2 norms."""
-    # Hint: the norm is over the last dimension; the batch is dimension 1.
     # EXERCISE residual_norms
     return resid.norm(dim=-1).mean(dim=1)
     # END EXERCISE
@@ -195,15 +215,25 @@ def residual_norms(resid: Tensor) -> Tensor:
 checks.activations.test_residual_norms(residual_norms)
 
 # %% [markdown]
-# What to expect (below, computed with the library's `residual_stream` and `residual_norms`):
-# the norm **grows with depth**, since each block adds to the stream; on GPT-2 from a few units
-# at the embeddings to hundreds at the last layers. And the **first position (BOS)** stands
-# apart: on GPT-2 its norm is many times the others' from the first layers on, because models
-# use it as an "attention sink", a place to put attention when nothing else is relevant. The
-# small offline model (4 layers) has not grown such a sink: there BOS looks like any other
-# position; the ratio is printed below the plots. Either way BOS is worth leaving out: position 0
-# sees only itself, so its vector is **the same in every context**, one repeated point that
-# says nothing about the text, and on GPT-2 a huge outlier an SAE would spend capacity on.
+# The cell below plots these norms, computed with the library's `residual_stream` and
+# `residual_norms`, across layers and across positions.
+#
+# **Predict, then reveal.** Does the residual norm grow, shrink or stay level from the
+# embeddings to the last layer? And does the first position (BOS) look like the others?
+#
+# <details><summary>Reveal</summary>
+#
+# The norm **grows with depth**: each block adds its output to the stream and little cancels,
+# so the vectors get longer layer by layer (on GPT-2 from a few units at the embeddings to
+# hundreds at the last layers). The **BOS position** stands apart on GPT-2: its norm is many
+# times the others' from the first layers on, because the model uses it as an "attention
+# sink", a place to put attention when nothing else is relevant. The small offline model
+# (4 layers) has not grown such a sink, so there BOS looks like the other positions; the
+# printed ratio says which case you have. Either way BOS is worth leaving out: position 0 sees
+# only itself, so its vector is **the same in every context** (the second printed line measures
+# it, at float rounding), one repeated point that says nothing about the text, and on GPT-2 a
+# huge outlier an SAE would spend capacity on.
+# </details>
 
 # %%
 n_plot = settings.scale(ci=4, laptop=16, gpu=32)
@@ -241,12 +271,18 @@ print(f"BOS vector, largest difference between contexts: {(resid[:, :, 0] - resi
 #
 # **Exercise: `stop_early_activations`.** Return the activation at `hook_name`, raising
 # `StopForward` (imported from `sae_course.activations`) in the hook so that no later layer runs.
+# One forward pass, and no hook left on the model: a hook that raises is exactly the kind that
+# must not stay registered, or every later forward pass would stop there too.
+#
+# <details><summary>Hint</summary>
+#
+# The hook stores the activation, then `raise StopForward`; wrap `model.run_with_hooks(...)` in
+# `try: ... except StopForward: pass` (run_with_hooks removes its hook either way).
+# </details>
 
 # %%
 def stop_early_activations(model: Any, tokens: Tensor, hook_name: str) -> Tensor:
     """The activation at `hook_name` for `tokens`; the forward pass stops right after that hook."""
-    # Hint: the hook stores the activation, then `raise StopForward`; wrap run_with_hooks in
-    # try/except StopForward.
     # EXERCISE stop_early_activations
     storage: dict[str, Tensor] = {}
 
@@ -266,9 +302,20 @@ def stop_early_activations(model: Any, tokens: Tensor, hook_name: str) -> Tensor
 checks.activations.test_stop_early_activations(stop_early_activations)
 
 # %% [markdown]
-# How much does it save? The library's `harvest` does the same thing (with a check of the hook
-# name). At an early layer the saving is large; the more layers after the hook, the larger.
-# (`benchmarks/harvest.py` measures it properly.)
+# How much does it save? The cell below times the library's `harvest` (the same thing, with a
+# check of the hook name) at `blocks.1.hook_resid_pre`, with and without the early stop.
+#
+# **Predict, then reveal.** Stopping there runs the embeddings and one block instead of every
+# block plus the unembedding. About how much faster do you expect it to be?
+#
+# <details><summary>Reveal</summary>
+#
+# At least about twice as fast: the time of a forward pass is spread over the blocks, and the
+# final unembedding (a product with the whole vocabulary at every position) adds to it. On the
+# offline model (4 blocks) our runs measured 2 to 4 times; GPT-2 has 12 blocks, so there the
+# saving is larger. The exact ratio depends on your machine and on what else runs on it (one
+# timing is noisy; `benchmarks/harvest.py` measures it properly).
+# </details>
 
 # %%
 early_hook = "blocks.1.hook_resid_pre"
@@ -293,6 +340,14 @@ print(f"{early_hook}: full forward {timings[False] * 1e3:.1f} ms, stopped early 
 # feed the SAE activations of pad tokens).
 #
 # **Exercise: `pack_contexts`.** Build the `[n_contexts, context_len]` tensor of token ids.
+# Use the `bos_id` you are given (models differ), and do not change the caller's lists.
+#
+# <details><summary>Hint</summary>
+#
+# `stream.extend(doc); stream.append(bos_id)` for each document; keep
+# `n = len(stream) // (context_len - 1)` pieces, `reshape(n, context_len - 1)`, and `torch.cat` a
+# column of `bos_id` in front.
+# </details>
 
 # %%
 def pack_contexts(token_lists: list[list[int]], context_len: int, bos_id: int) -> Tensor:
@@ -301,7 +356,6 @@ def pack_contexts(token_lists: list[list[int]], context_len: int, bos_id: int) -
     Join the documents into one stream with bos_id after each document, cut it into pieces of
     context_len - 1 tokens (dropping the incomplete last piece), and put bos_id in front of each.
     """
-    # Hint: stream.extend(doc); stream.append(bos_id); then reshape(n, context_len - 1) and torch.cat.
     # EXERCISE pack_contexts
     stream: list[int] = []
     for doc in token_lists:
@@ -322,11 +376,16 @@ checks.activations.test_pack_contexts(pack_contexts)
 #
 # **Exercise: `flatten_activations`.** Turn `[batch, pos, d]` into `[tokens, d]`, in
 # (context, position) order, dropping position 0 (BOS) of every context when `exclude_bos`.
+# Keep the dtype.
+#
+# <details><summary>Hint</summary>
+#
+# Slice the position dimension (`acts[:, 1:]`) before reshaping to `(-1, d)`.
+# </details>
 
 # %%
 def flatten_activations(acts: Tensor, exclude_bos: bool = True) -> Tensor:
     """[batch, pos, d] -> [batch * pos, d] (or [batch * (pos - 1), d] without the BOS positions)."""
-    # Hint: slice the position dimension before reshaping.
     # EXERCISE flatten_activations
     if exclude_bos:
         acts = acts[:, 1:]
@@ -344,9 +403,19 @@ checks.activations.test_flatten_activations(flatten_activations)
 # residual stream that changes slowly from one position to the next. A batch made of a few whole
 # contexts is therefore much less diverse than a batch of random tokens, and its gradient is
 # biased toward what those contexts happen to be about. So SAE training (Bricken et al. 2023,
-# Cunningham et al. 2023) draws activations from many contexts and shuffles them. Below, the
-# effect measured: neighbours in a context are more alike than random pairs of tokens (on a
-# trained model; expect the gap to be clear).
+# Cunningham et al. 2023) draws activations from many contexts and shuffles them. The cell below
+# measures it on centred activations at the middle layer: the mean cosine similarity of tokens
+# next to each other in a context, and of random pairs of tokens.
+#
+# **Predict, then reveal.** Which is larger, and by how much: near 0 for both, or a clear gap?
+#
+# <details><summary>Reveal</summary>
+#
+# Neighbours are more alike. Random pairs sit near 0 (the vectors are centred, so two unrelated
+# tokens point in unrelated directions); neighbours stay clearly above it (on the offline model
+# about 0.1 or more). A batch of unshuffled tokens would be full of such near-duplicates, which
+# is why the store shuffles.
+# </details>
 
 # %%
 layer = cfg.n_layers // 2
@@ -369,6 +438,14 @@ print(f"{hook_name}: mean cosine of neighbouring tokens {neighbours:.3f}, of ran
 # **Exercise: `refill_and_split`.** One step of the buffer: pool = `cat([buffer, new])`,
 # permute it with `torch.randperm(len(pool), generator=generator)` (use the generator, so a
 # seed fixes the order), serve the first `(len(pool) // 2) // batch_size` full batches, keep the rest.
+# Leave `buffer` and `new` as they are (build new tensors) and keep their dtype.
+#
+# <details><summary>Hint</summary>
+#
+# `pool = pool[torch.randperm(len(pool), generator=generator)]`; with
+# `served = n_batches * batch_size`, the batches are `pool[:served].reshape(n_batches,
+# batch_size, d)` and the rest is `pool[served:]`.
+# </details>
 
 # %%
 def refill_and_split(
@@ -380,7 +457,6 @@ def refill_and_split(
     (len(pool) // 2) // batch_size full batches are served, the rest is kept.
     Returns (batches [n_batches, batch_size, d], kept [rest, d]).
     """
-    # Hint: index the pool with the permutation; serve whole batches from half the pool; reshape.
     # EXERCISE refill_and_split
     pool = torch.cat([buffer, new])
     pool = pool[torch.randperm(len(pool), generator=generator)]
@@ -405,12 +481,17 @@ checks.activations.test_refill_and_split(refill_and_split)
 # once from some batches, and kept. Dividing by the same constant undoes it, e.g. before a
 # reconstruction is put back into the model.
 #
-# **Exercise: `norm_scale_factor`.** The constant for a set of activations `[tokens, d]`.
+# **Exercise: `norm_scale_factor`.** The constant for a set of activations `[tokens, d]`, as a
+# 0-dimensional tensor of the activations' dtype. Only compute it: scaling is the caller's job.
+#
+# <details><summary>Hint</summary>
+#
+# `acts.norm(dim=-1)` gives one norm per token; divide `math.sqrt(d)` by their mean.
+# </details>
 
 # %%
 def norm_scale_factor(acts: Tensor) -> Tensor:
     """The factor c such that (c * acts) has mean L2 norm sqrt(d): c = sqrt(d) / mean_i ||acts_i||."""
-    # Hint: acts.norm(dim=-1) gives one norm per token.
     # EXERCISE norm_scale_factor
     return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()
     # END EXERCISE
@@ -442,6 +523,14 @@ for depth_i in sorted({0, cfg.n_layers // 2, cfg.n_layers}):
 # (another hook, other data, another seed) gets its own folder, so a stale cache is never used.
 # Mind the disk: 4 bytes × d_in per token, 3 KB for GPT-2, so a million tokens take 3 GB.
 # Notebook 04 trains an SAE from exactly this.
+#
+# The store does not call `refill_and_split` itself. It follows the same rule (when the buffer
+# is full, serve a random half of it in batches and keep the other half), but in place, inside
+# one tensor allocated once: `refill_and_split` builds the pool with `torch.cat` and then a
+# shuffled copy of it, so for a moment it holds the buffer two or three times over. The store's
+# kept half sits in its original order rather than shuffled, which changes nothing, since every
+# serve draws a fresh permutation of the whole buffer. So the store gives batches of the same
+# kind, not the same batches as your function would.
 
 # %%
 n_contexts = settings.scale(ci=48, laptop=500, gpu=2_000)
