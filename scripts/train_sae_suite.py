@@ -282,6 +282,9 @@ def _seed_report(ids: list[str], saes: dict[str, SAE]) -> dict:
     return {"ids": ids, "shared_latents_cos_0.9": shared, "mmcs": mmcs}
 
 
+SEED_SPREAD_METRICS = ("explained_variance", "ce_gap", "kl", "shrinkage", "dead", "dense")
+
+
 def render_card(summary: dict) -> str:
     """SUITE_CARD.md: how the suite was trained and every metric of every SAE."""
     cols = ["sae_id", "l0", "explained_variance", "ce_gap", "ce_recovered", "kl", "shrinkage",
@@ -305,6 +308,13 @@ def render_card(summary: dict) -> str:
     seed_lines = "\n".join(f"- {k}: {v:.3f} of latents have a counterpart (cosine >= 0.9); "
                            f"MMCS {seeds['mmcs'][k]:.3f}"
                            for k, v in seeds.get("shared_latents_cos_0.9", {}).items())
+    seeded = [e for e in summary["entries"] if e["role"] in ("main", "seed")]
+    if len(seeded) > 1:
+        seed_lines += f"\n- Spread over the {len(seeded)} seeds (min to max, range):"
+        for m in SEED_SPREAD_METRICS:
+            values = [e[m] for e in seeded]
+            seed_lines += (f"\n  - {m}: {min(values):.4g} to {max(values):.4g} "
+                           f"({max(values) - min(values):.4g})")
     return f"""# The StoryWorld SAE suite (`{summary["release"]}`)
 
 Sparse autoencoders on the residual stream of the course's offline model, in SAELens folder
@@ -319,7 +329,8 @@ folded into the weights).
   seed {summary["train_seed"]} + layer), normalised to a mean norm sqrt(d_model) for training;
   Adam (lr {summary["lr"]}, 5% warm-up, linear decay over the last 20%) cycling through them.
   AuxK (k_aux 256, coefficient 1/32) revives latents silent for `dead_after_tokens` training
-  tokens. Per SAE:
+  tokens; these SAEs were trained with the AuxK error unnormalised (the library now divides
+  it by the residual's variance, as Gao et al.'s code does). Per SAE:
 
 {chr(10).join(train_lines)}
 - Deterministic: seeded data order and init, 1 torch thread, CPU. {summary["minutes"]:.1f} min
