@@ -38,8 +38,10 @@ from sae_course.activations import harvest
 from sae_course.features import (
     Example,
     LatentActivations,
+    LogitLens,
+    _readable,
+    decoder_logits,
     example_html,
-    logit_lens,
     quantile_bands,
     quantile_examples,
     top_examples,
@@ -254,7 +256,7 @@ class FeatureDashboard:
         self.quantile_html = widgets.HTML()
         self.own_text = widgets.Textarea(
             value="", placeholder="Type your own text and press 'run on my text'.",
-            layout=widgets.Layout(width="560px", height="52px"))
+            description="your text", layout=widgets.Layout(width="640px", height="52px"))
         self.own_button = widgets.Button(description="run on my text", button_style="info",
                                          layout=widgets.Layout(width="140px"))
         self.own_html = widgets.HTML()
@@ -270,7 +272,6 @@ class FeatureDashboard:
                          layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start")),
             self.top_html,
             self.quantile_html,
-            widgets.HTML("<b style='font-size:12px'>Your own text</b>"),
             widgets.HBox([self.own_text, self.own_button]),
             self.own_html,
         ])
@@ -412,8 +413,16 @@ class FeatureDashboard:
             self.quantile_html.value = self._quantile_html(latent)
         self.own_html.value = self._own_html() if self._own is not None else ""
 
+    def logit_lens(self, latent: int, k: int = N_LENS) -> LogitLens:
+        """`features.logit_lens` from the dashboard's CPU copies of W_dec and W_U."""
+        logits = decoder_logits(self.W_dec, self.W_U, latent)
+        top, bottom = logits.topk(k), (-logits).topk(k)
+        names = self.tokenizer.convert_ids_to_tokens
+        return LogitLens(latent, _readable(names(top.indices.tolist())), top.values.tolist(),
+                         _readable(names(bottom.indices.tolist())), (-bottom.values).tolist())
+
     def _lens_html(self, latent: int) -> str:
-        lens = logit_lens(self.sae, self.model, latent, k=N_LENS)
+        lens = self.logit_lens(latent)
         rows = [[_token(t), f"{v:+.2f}", _token(b), f"{w:+.2f}"]
                 for t, v, b, w in zip(lens.top_tokens, lens.top_values, lens.bottom_tokens,
                                       lens.bottom_values, strict=True)]
@@ -551,15 +560,36 @@ class FeatureDashboard:
                 + example_html(example, self.tokenizer, scale or 1.0)
                 + "</div>" + detail)
 
-    def _ipython_display_(self) -> None:
+    def display(self) -> None:
+        """Show the dashboard in the notebook (once per cell: leaving the object last in the
+        same cell does not show it a second time)."""
+        self._shown_in = _execution_count()
         display(self.widget)
+
+    def _ipython_display_(self) -> None:
+        count = _execution_count()
+        if count is not None and count == getattr(self, "_shown_in", None):
+            return  # feature_dashboard(...) already showed it in this cell
+        self.display()
+
+
+def _execution_count() -> int | None:
+    """The running cell's execution count in IPython (None outside it)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return None
+    shell = get_ipython()
+    return None if shell is None else getattr(shell, "execution_count", None)
 
 
 def feature_dashboard(model: Any, sae: SAE, acts: LatentActivations, contexts: Any = None,
                       scores: LabelScores | None = None, latent: int | None = None
                       ) -> FeatureDashboard:
-    """Build the dashboard and draw its first latent (`latent`, default the densest);
-    display it by leaving it last in a cell."""
+    """Build the dashboard, draw its first latent (`latent`, default: the best match of any
+    label with `scores`, else the first live latent) and show it; returns it, so that
+    `dash = feature_dashboard(...)` keeps it for `dash.show(i)` or `dash.run_text(...)`."""
     dash = FeatureDashboard(model, sae, acts, contexts, scores, latent)
     dash.show(dash.index_box.value)
+    dash.display()
     return dash
