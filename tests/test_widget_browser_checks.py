@@ -9,16 +9,18 @@ import re
 from types import ModuleType
 
 from sae_course.notebook_build import read_source, source_paths
-from tests.browser.widget_checks import NOT_WIDGETS, WIDGET_CHECKS
+from tests.browser.widget_checks import NOT_WIDGETS, WIDGET_CHECKS, WIDGET_MODULES
 
 
 def widget_modules() -> list[ModuleType]:
-    """sae_course.widgets, and each of its modules once it is a package."""
-    package = importlib.import_module("sae_course.widgets")
-    found = [package]
-    if hasattr(package, "__path__"):
-        found += [importlib.import_module(m.name)
-                  for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
+    """The modules of WIDGET_MODULES, and each of their modules once one is a package."""
+    found = []
+    for name in WIDGET_MODULES:
+        package = importlib.import_module(name)
+        found.append(package)
+        if hasattr(package, "__path__"):
+            found += [importlib.import_module(m.name)
+                      for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
     return found
 
 

@@ -42,7 +42,8 @@ MAX_ERROR_LINES = 12  # a learner's "not written yet" message, traceback include
 TEXT_PROGRESS = re.compile(r"\d+%\|.*\|")  # tqdm's text bar, as printed without widgets
 WIDGET_REPR = re.compile(
     r"^(VBox|HBox|Box|IntSlider|FloatSlider|SelectionSlider|FloatProgress|IntProgress|Output|"
-    r"HTML|Label|Button|Dropdown)\(|<sae_course\.widgets[.\w]*( object)? at 0x"
+    r"HTML|Label|Button|Dropdown|Text|IntText|Textarea)\(|"
+    r"<sae_course\.(widgets|dashboard)[.\w]*( object)? at 0x"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

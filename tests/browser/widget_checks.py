@@ -1,8 +1,9 @@
-"""How the browser test drives each widget of `sae_course.widgets`, by class name.
+"""How the browser test drives each widget of the course (the classes of WIDGET_MODULES), by
+class name.
 
 Every widget class needs an entry in WIDGET_CHECKS (tests/test_widget_browser_checks.py fails
 otherwise): which cell shows it, and the moves a person would make, each of which must change
-what the widget draws within a few seconds. A helper class in the widgets module that is not
+what the widget draws within a few seconds. A helper class in a widget module that is not
 a widget goes in NOT_WIDGETS with the reason.
 """
 
@@ -18,23 +19,36 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
+WIDGET_MODULES = ("sae_course.widgets", "sae_course.dashboard")
+"""The modules (or packages) whose public classes are widgets needing a browser check."""
+
 
 @dataclass(frozen=True)
 class Move:
-    """One thing a person does to a slider: press keys on its handle, or drag it.
+    """One thing a person does to a control, found by its description label `control`.
 
-    `control` is the slider's description label; `keys` the keys pressed in turn (with
-    how="keys"); `to` where to drag the handle, as a fraction of the track (with how="drag").
+    A slider: press `keys` in turn on its handle (how="keys"), or drag the handle to `to`,
+    a fraction of the track (how="drag"). A text box (Text, IntText, Textarea): replace its
+    text with `text` (how="type"), then press Enter, or click the button labelled `submit`
+    when given. A dropdown: choose the first option whose text starts with `text`
+    (how="select").
     """
 
     control: str
-    how: Literal["keys", "drag"]
+    how: Literal["keys", "drag", "type", "select"]
     keys: tuple[str, ...] = ()
     to: float = 0.0
+    text: str = ""
+    submit: str = ""
 
     def label(self) -> str:
         if self.how == "drag":
             return f"drag '{self.control}' to {self.to:.0%}"
+        if self.how == "type":
+            then = f", click '{self.submit}'" if self.submit else ", Enter"
+            return f"type {self.text!r} in '{self.control}'{then}"
+        if self.how == "select":
+            return f"choose {self.text!r} in '{self.control}'"
         names = {Keys.ARROW_LEFT: "Left", Keys.ARROW_RIGHT: "Right", Keys.HOME: "Home",
                  Keys.END: "End"}
         return f"press {'+'.join(names.get(k, k) for k in self.keys)} on '{self.control}'"
@@ -73,6 +87,17 @@ WIDGET_CHECKS: dict[str, WidgetCheck] = {
         shown_by=r"\bTrainingMonitor\(",
         live=True,  # its summary and curves follow train_sae's log entries
     ),
+    "FeatureDashboard": WidgetCheck(  # notebook 05_interpreting_features
+        shown_by=r"\bfeature_dashboard\(|\bFeatureDashboard\(",
+        moves=(
+            Move("latent", "type", text="7"),
+            Move("best for", "select", text="quote_mark"),
+            Move("logit lens", "type", text="the"),
+            Move("your text", "type", text='The cook said, "I bake bread."',
+                 submit="run on my text"),
+            Move("latent", "type", text="99999"),  # no such latent: a message, not a traceback
+        ),
+    ),
 }
 
 NOT_WIDGETS: dict[str, str] = {}
@@ -88,15 +113,51 @@ def slider(view: WebElement, control: str) -> WebElement:
     raise LookupError(f"no slider labelled {control!r} in the widget (found {found})")
 
 
+def control(view: WebElement, selector: str, label: str, what: str) -> WebElement:
+    """The control (`selector`) in `view` whose description label reads `label`."""
+    for box in view.find_elements(By.CSS_SELECTOR, selector):
+        labels = box.find_elements(By.CSS_SELECTOR, ".widget-label")
+        if labels and labels[0].text.strip() == label:
+            return box
+    found = [b.text for b in view.find_elements(By.CSS_SELECTOR, f"{selector} .widget-label")]
+    raise LookupError(f"no {what} labelled {label!r} in the widget (found {found})")
+
+
 def drawing(view: WebElement) -> str:
-    """A fingerprint of what the widget draws: its images' data and its output text."""
+    """A fingerprint of what the widget draws: its images' data, its output text and the
+    text of its HTML panels."""
     parts = [img.get_attribute("src") or "" for img in view.find_elements(By.TAG_NAME, "img")]
     parts += [o.text for o in view.find_elements(By.CSS_SELECTOR, ".widget-output")]
+    parts += [h.text for h in view.find_elements(By.CSS_SELECTOR, ".widget-html-content")]
     return "\n".join(parts)
 
 
 def perform(driver: WebDriver, view: WebElement, move: Move) -> None:
     """Do `move` to the widget shown in `view`, through the browser's keyboard or mouse."""
+    if move.how == "type":
+        box = control(view, ".widget-text, .widget-textarea", move.control, "text box")
+        field = box.find_element(By.CSS_SELECTOR, "input, textarea")
+        field.click()
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(Keys.DELETE)
+        field.send_keys(move.text)
+        if not move.submit:
+            field.send_keys(Keys.ENTER)
+            return
+        for button in view.find_elements(By.CSS_SELECTOR, "button"):
+            if button.text.strip() == move.submit:
+                button.click()
+                return
+        raise LookupError(f"no button labelled {move.submit!r} in the widget")
+    if move.how == "select":
+        box = control(view, ".widget-dropdown", move.control, "dropdown")
+        options = box.find_elements(By.TAG_NAME, "option")
+        match = next((o for o in options if o.text.strip().startswith(move.text)), None)
+        if match is None:
+            raise LookupError(f"no option starting {move.text!r} in {move.control!r} "
+                              f"(found {[o.text for o in options[:8]]} ...)")
+        match.click()
+        return
     box = slider(view, move.control)
     handle = box.find_element(By.CSS_SELECTOR, ".noUi-handle")
     if move.how == "keys":
