@@ -1,7 +1,8 @@
 """Plots for the course notebooks (matplotlib). Every function returns its Figure.
 
 Part 01 (toy models of superposition): features in 2-D, W^T W with the bias, the sparsity
-sweep, feature dimensionality, and neuron-model weights.
+sweep, feature dimensionality, the phase diagram, and neuron-model weights. Signed weights are
+always drawn with `SIGNED_CMAP`, symmetric limits and a colour bar.
 Part 02 (SAEs on toy models): each true feature's best decoder match, the L0-vs-reconstruction
 frontier with feature recovery, dead latents during training, and one W_dec snapshot.
 Part 04 (SAEs on a language model): training curves (the training monitor draws them too),
@@ -14,6 +15,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import matplotlib.colors
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
@@ -26,6 +29,10 @@ from sae_course import toy_models as tm
 
 if TYPE_CHECKING:
     from sae_course.training import TrainResult
+
+# The one colormap for signed weights (and cosines) in every notebook: red positive, blue
+# negative, white zero. Always drawn with symmetric limits (-vmax, vmax) and a colour bar.
+SIGNED_CMAP = "RdBu_r"
 
 # The fractions at which feature dimensionality clusters, and the geometry each reveals.
 DIMENSIONALITY_FRACTIONS = {
@@ -42,6 +49,13 @@ def _np(x: Tensor | np.ndarray | Sequence) -> np.ndarray:
     if torch.is_tensor(x):
         return x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=float)
+
+
+def signed_limit(*values: Tensor | np.ndarray, floor: float = 0.0) -> float:
+    """The symmetric colour limit for signed heat maps: the largest |value| (at least `floor`,
+    and never 0, so a zero matrix still draws)."""
+    vmax = max([floor] + [float(np.abs(_np(v)).max()) for v in values if np.size(_np(v))])
+    return vmax if vmax > 0 else 1.0
 
 
 def _grid(n: int, max_cols: int, size: float, height: float | None = None):
@@ -75,7 +89,7 @@ def plot_features_in_2d(
     colors: Tensor | Sequence | None = None,
     titles: Sequence[str] | None = None,
     *,
-    max_cols: int = 8,
+    max_cols: int = 4,
     size: float = 2.3,
     suptitle: str | None = None,
 ) -> Figure:
@@ -84,6 +98,8 @@ def plot_features_in_2d(
     `colors`: per-feature values (e.g. importance, `[n_features]` or `[n_inst, n_features]`)
     mapped through viridis (yellow = most important), or a list of matplotlib colours.
     Expect orthogonal pairs when features are dense, antipodal pairs and pentagons when sparse.
+    Panels are laid out in rows of `max_cols` (4 keeps the figure about 900 px wide, the width
+    of a notebook in JupyterLab).
     """
     W = tm._weights(W)
     n_inst, d_hidden, n_features = W.shape
@@ -130,20 +146,21 @@ def plot_wtw(
     *,
     max_cols: int = 4,
 ) -> Figure:
-    """W^T W per instance (feature-feature overlaps, red/blue = positive/negative) with the
-    bias as a column beside it. A diagonal of ones and nothing else means no superposition;
-    off-diagonal entries are interference."""
+    """W^T W per instance (feature-feature overlaps, red/blue = positive/negative, one
+    symmetric scale and colour bar for all panels) with the bias as a column beside it. A
+    diagonal of ones and nothing else means no superposition; off-diagonal entries are
+    interference."""
     W = tm._weights(W)
     n_inst, _, n_features = W.shape
     wtw = _np(torch.einsum("ihf,ihg->ifg", W, W))
     b = _np(b_final).reshape(n_inst, n_features) if b_final is not None else None
     cols = min(n_inst, max_cols)
     rows = math.ceil(n_inst / cols)
-    width = 2.6 if n_features <= 10 else 3.2
+    width = 2.1 if n_features <= 10 else 2.3
     ratios = [8, 1] * cols if b is not None else [1] * cols
     fig, axes = plt.subplots(rows, len(ratios), figsize=(width * cols * 1.1, width * rows),
                              squeeze=False, gridspec_kw={"width_ratios": ratios})
-    vmax = max(1.0, float(np.abs(wtw).max()))
+    vmax = signed_limit(wtw, *([b] if b is not None else []), floor=1.0)
     step = 2 if b is not None else 1
     image = None
     for k in range(rows * cols):
@@ -155,12 +172,12 @@ def plot_wtw(
             if bax is not None:
                 bax.set_visible(False)
             continue
-        image = ax.imshow(wtw[k], cmap="RdBu", vmin=-vmax, vmax=vmax)
+        image = ax.imshow(wtw[k], cmap=SIGNED_CMAP, vmin=-vmax, vmax=vmax)
         ax.set_title(_titles(titles, n_inst)[k], fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         if bax is not None:
-            bax.imshow(b[k][:, None], cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+            bax.imshow(b[k][:, None], cmap=SIGNED_CMAP, vmin=-vmax, vmax=vmax, aspect="auto")
             bax.set_xticks([0], ["b"])
             bax.set_yticks([])
     if image is not None:
@@ -186,7 +203,7 @@ def plot_sparsity_sweep(
     p = _np(feature_probability).reshape(n_inst, -1)[:, 0]
     x = 1 / p
     norms = _np(tm.feature_norms(W))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     colors = None
     if importance is not None:
         colors = np.broadcast_to(_np(importance), (n_inst, n_features))
@@ -224,7 +241,8 @@ def plot_feature_dimensionality(
 ) -> Figure:
     """Each feature's dimensionality D_i against 1/(1-S), with horizontal lines at the
     fractions 1, 3/4, 2/3, 1/2, 2/5, 1/3 where the points cluster (each fraction is a
-    geometry), and the line d_hidden / ||W||_F^2 (dimensions per feature)."""
+    geometry), and the line d_hidden / (number of represented features): the dimensions each
+    represented feature gets on average (`toy_models.dimensions_per_feature`)."""
     W = tm._weights(W)
     n_inst, _, n_features = W.shape
     p = _np(feature_probability).reshape(n_inst, -1)[:, 0]
@@ -233,13 +251,13 @@ def plot_feature_dimensionality(
     rng = np.random.default_rng(seed)
     xs = np.repeat(x[:, None], n_features, axis=1) * np.exp(
         rng.uniform(-jitter, jitter, size=dims.shape))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
     for frac, label in DIMENSIONALITY_FRACTIONS.items():
         ax.axhline(frac, color="0.7", lw=0.8, ls=":")
         ax.text(x.max() * 1.15, frac, label, va="center", fontsize=8, color="0.35")
     ax.scatter(xs.ravel(), dims.ravel(), s=8, alpha=0.5, color="C0", label="D_i (per feature)")
     ax.plot(x, _np(tm.dimensions_per_feature(W)), "k-", lw=1.2,
-            label="d_hidden / ||W||_F^2 (dimensions per feature)")
+            label="d_hidden / features represented (dimensions per feature)")
     ax.set_xscale("log")
     ax.set_xlim(x.min() / 1.2, x.max() * 3)
     ax.set_ylim(-0.05, 1.15)
@@ -251,24 +269,63 @@ def plot_feature_dimensionality(
     return fig
 
 
+def plot_phase_diagram(
+    regimes: Tensor,
+    densities: Tensor | Sequence[float],
+    relative_importances: Tensor | Sequence[float],
+    *,
+    n_stuck: Tensor | None = None,
+) -> Figure:
+    """The paper's phase diagram: the regime of the extra feature (`regimes`
+    `[n_importances, n_densities]`, values 0/1/2 as `toy_models.extra_feature_regime`) against
+    feature density 1-S (x, log, dense on the left) and relative importance (y, log). With
+    `n_stuck` (same shape) each cell shows how many of its starts ended at a higher loss."""
+    reg = _np(regimes)
+    dens, imps = _np(densities), _np(relative_importances)
+    if reg.shape != (len(imps), len(dens)):
+        raise ValueError(f"regimes has shape {reg.shape}; expected (n_importances, n_densities) "
+                         f"= {(len(imps), len(dens))}.")
+    colors = ["#d9d9d9", "#4c72b0", "#dd8452"]
+    cmap = matplotlib.colors.ListedColormap(colors)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.imshow(reg, cmap=cmap, vmin=-0.5, vmax=2.5, origin="lower", aspect="auto")
+    ax.set_xticks(range(len(dens)), [f"{d:.2g}" for d in dens])
+    ax.set_yticks(range(len(imps)), [f"{r:.2g}" for r in imps])
+    ax.set_xlabel("feature density 1 - S (both features)")
+    ax.set_ylabel("relative importance of the extra feature")
+    if n_stuck is not None:
+        for (i, j), v in np.ndenumerate(_np(n_stuck)):
+            if v:
+                ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7, color="k")
+    handles = [matplotlib.patches.Patch(color=c, label=label)
+               for c, label in zip(colors, tm.EXTRA_FEATURE_REGIMES, strict=True)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
+              title="extra feature", title_fontsize=8)
+    ax.set_title("2 features in 1 dimension: where the extra feature goes", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_neuron_weights(
     W: Tensor,
     titles: Sequence[str] | None = None,
     *,
-    max_cols: int = 4,
+    max_cols: int = 3,
 ) -> Figure:
     """Neuron model weights, one panel per instance: rows are neurons, columns features
-    (red positive, blue negative, scaled per panel to its largest positive weight).
-    A neuron with one strong red cell is monosemantic; several red cells, polysemantic."""
+    (red positive, blue negative; each panel has its own symmetric scale, set by its largest
+    positive weight, and its own colour bar). A neuron with one strong red cell is
+    monosemantic; several red cells, polysemantic."""
     W = tm._weights(W)
     n_inst, d_hidden, n_features = W.shape
     Wn = _np(W)
-    fig, axes = _grid(n_inst, max_cols, 0.35 * n_features + 0.8, 0.35 * d_hidden + 1.1)
+    fig, axes = _grid(n_inst, max_cols, 0.22 * n_features + 1.0, 0.22 * d_hidden + 1.1)
     for k, (ax, title) in enumerate(zip(axes, _titles(titles, n_inst), strict=True)):
         # scale by the largest positive weight: what drives a neuron is what matters here;
         # large negative weights (which keep a neuron off) saturate in blue
         vmax = float(Wn[k].max()) if Wn[k].max() > 0 else float(np.abs(Wn[k]).max()) or 1.0
-        ax.imshow(Wn[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        image = ax.imshow(Wn[k], cmap=SIGNED_CMAP, vmin=-vmax, vmax=vmax)
+        fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("feature", fontsize=8)
         ax.set_ylabel("neuron", fontsize=8)
@@ -392,7 +449,9 @@ def plot_decoder_snapshot(
     if row_order is None:
         row_order = cos.argmax(0).argsort()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    axes[0].imshow(_np(cos[:, row_order]), cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    image = axes[0].imshow(_np(cos[:, row_order]), cmap=SIGNED_CMAP, vmin=-1, vmax=1,
+                           aspect="auto")
+    fig.colorbar(image, ax=axes[0], label="cosine")
     axes[0].set(xlabel="decoder row", ylabel="true feature", title="cosine similarity")
     best = cos.max(-1).values
     axes[1].bar(range(len(best)), _np(best))

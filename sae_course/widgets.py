@@ -115,10 +115,11 @@ class ToyModelExplorer:
         ax1.set_aspect("equal")
         ax1.set_title("features in 2-D (yellow = important)", fontsize=9)
         wtw = W.T @ W
-        vmax = max(1.0, float(wtw.abs().max()))
-        ax2.imshow(wtw, cmap="RdBu", vmin=-vmax, vmax=vmax)
+        vmax = plotting.signed_limit(wtw, b, floor=1.0)
+        image = ax2.imshow(wtw, cmap=plotting.SIGNED_CMAP, vmin=-vmax, vmax=vmax)
         ax2.set_title("W^T W", fontsize=9)
-        ax3.imshow(b[:, None], cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+        ax3.imshow(b[:, None], cmap=plotting.SIGNED_CMAP, vmin=-vmax, vmax=vmax, aspect="auto")
+        fig.colorbar(image, ax=ax3, shrink=0.8, label="W^T W  |  b")
         ax3.set_title("b", fontsize=9)
         for ax in (ax2, ax3):
             ax.set_xticks([])

@@ -82,8 +82,10 @@ def test_decoder_snapshot_heatmap_and_bars():
     features = _features()
     W = _snapshots(features)[-1]
     fig = plotting.plot_decoder_snapshot(features, W, step=40)
-    assert isinstance(fig, Figure) and len(fig.axes) == 2
-    heat, bars = fig.axes
+    assert isinstance(fig, Figure) and len(fig.axes) == 3  # heat map, bars, colour bar
+    heat, bars, colorbar = fig.axes
+    assert colorbar.get_ylabel() == "cosine"
+    assert heat.images[0].get_cmap().name == plotting.SIGNED_CMAP
     assert len(heat.images) == 1 and heat.images[0].get_array().shape == (4, 8)
     assert len(bars.patches) == 4 and len(bars.lines) == 1  # one bar per feature, threshold
     assert bars.get_title() == "step 40: MMCS 1.000, recovered 4/4"
