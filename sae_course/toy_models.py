@@ -492,10 +492,16 @@ def feature_dimensionality(W: Tensor, eps: float = 1e-8) -> Tensor:
     return norms**2 / overlaps.sum(-1).clamp_min(eps)
 
 
-def dimensions_per_feature(W: Tensor) -> Tensor:
-    """d_hidden / ||W||_F^2 per instance: how many dimensions each represented feature gets."""
+def dimensions_per_feature(W: Tensor, threshold: float = 0.5) -> Tensor:
+    """d_hidden / (number of represented features) per instance: how many dimensions each
+    represented feature gets on average (inf when none is represented).
+
+    The paper writes d_hidden / ||W||_F^2, which is the same number only when every
+    represented feature has norm 1 and the others norm 0; counting the features (norm above
+    `threshold`, as `represented_features`) does not assume that."""
     W = _weights(W)
-    return W.shape[1] / (W**2).sum(dim=(-2, -1)).clamp_min(1e-8)
+    count = represented_features(W, threshold).sum(-1).to(W.dtype)
+    return W.shape[1] / count
 
 
 def feature_probabilities_log(n: int, low: float, high: float = 1.0) -> Tensor:
@@ -552,3 +558,82 @@ def describe_neurons(W: Tensor, threshold: float = 0.3) -> list[str]:
             parts.append(f"n{n}:{kind}{feats if feats else ''}")
         lines.append(f"instance {k}: " + "  ".join(parts))
     return lines
+
+
+# --------------------------------------------------------------------------- several starts
+
+
+def evaluation_loss(
+    model: ToyModel,
+    n_batch: int = 20000,
+    *,
+    seed: int = 1,
+    batch_fn: Callable[[int, torch.Generator], Tensor] | None = None,
+) -> Tensor:
+    """Each instance's loss on one fresh batch (no gradients): `[n_inst]`. `batch_fn` as in
+    `train_toy_model`; the generator lives on the model's device and is seeded with `seed`."""
+    generator = torch.Generator(device=model.W.device).manual_seed(seed)
+    draw = batch_fn if batch_fn is not None else model.generate_batch
+    with torch.no_grad():
+        batch = draw(n_batch, generator)
+        return model.loss(model(batch), batch)
+
+
+def best_of_starts(
+    loss: Tensor, n_starts: int, *, rel_tol: float = 0.05, abs_tol: float = 1e-3
+) -> tuple[Tensor, Tensor]:
+    """Instances trained as groups of `n_starts` random starts of one setting (consecutive
+    instances, `loss` `[n_groups * n_starts]`): the index of each group's lowest-loss
+    instance and how many of its starts got stuck (loss above best * (1 + rel_tol) + abs_tol).
+    Returns (best_index, n_stuck), each `[n_groups]`."""
+    _positive_int(n_starts, "n_starts")
+    if loss.ndim != 1 or loss.numel() % n_starts:
+        raise ValueError(
+            f"loss should be [n_groups * n_starts] with n_starts={n_starts}; got shape "
+            f"{tuple(loss.shape)}."
+        )
+    grouped = loss.detach().reshape(-1, n_starts)
+    best = grouped.min(-1)
+    stuck = grouped > best.values.unsqueeze(-1) * (1 + rel_tol) + abs_tol
+    offsets = torch.arange(grouped.shape[0], device=loss.device) * n_starts
+    return offsets + best.indices, stuck.sum(-1)
+
+
+# --------------------------------------------------------------------------- phase diagram
+
+# The paper's phase diagram (section "Phase Change"): 2 features in 1 dimension, feature 0 of
+# importance 1, the extra feature 1 of relative importance r, both of sparsity S.
+EXTRA_FEATURE_REGIMES = ("not represented", "dedicated dimension", "superposition")
+
+
+def phase_diagram_tables(
+    densities: Sequence[float], relative_importances: Sequence[float], n_starts: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Feature probability and importance tables `[n_inst, 2]` for the phase diagram: one
+    instance per (relative importance, density, start), in that order (importance slowest),
+    so `n_inst = len(relative_importances) * len(densities) * n_starts`."""
+    _positive_int(n_starts, "n_starts")
+    p = torch.as_tensor(list(densities), dtype=torch.float32)
+    r = torch.as_tensor(list(relative_importances), dtype=torch.float32)
+    check_probability(p, "densities")
+    if (r < 0).any():
+        raise ValueError("relative importances must be non-negative.")
+    n_p, n_r = len(p), len(r)
+    p_inst = p.repeat_interleave(n_starts).repeat(n_r)
+    r_inst = r.repeat_interleave(n_p * n_starts)
+    prob = p_inst.unsqueeze(1).expand(-1, 2).clone()
+    importance = torch.stack([torch.ones_like(r_inst), r_inst], dim=1)
+    return prob, importance
+
+
+def extra_feature_regime(W: Tensor, threshold: float = 0.5) -> Tensor:
+    """Which regime the extra feature (feature 1 of 2) is in, per instance (`[n_inst]`, long):
+    0 not represented (||W_1|| <= threshold), 1 a dedicated dimension (represented and
+    feature 0 is not), 2 superposition (both represented, so in 1 dimension they share it)."""
+    W = _weights(W)
+    if W.shape[-1] != 2:
+        raise ValueError(f"the phase diagram uses 2 features; W has {W.shape[-1]}.")
+    represented = represented_features(W, threshold)
+    return torch.where(
+        ~represented[:, 1], 0, torch.where(represented[:, 0], 2, 1)
+    ).long()

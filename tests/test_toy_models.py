@@ -322,9 +322,9 @@ def test_checks_accept_equivalent_implementations(capsys):
         norms = W.norm(dim=1)
         return norms, overlaps.sum(-1) - norms**2
 
-    def dimensionality(W):
-        denominator = ((F.normalize(W, dim=1).transpose(-1, -2) @ W) ** 2).sum(-1)
-        return torch.nan_to_num(W.norm(dim=1) ** 2 / denominator)
+    def regime(W, threshold):
+        on = (W**2).sum(1).sqrt() > threshold
+        return on[:, 1].long() * (1 + on[:, 0].long())
 
     def train(model, make_batch, loss_fn, n_steps, lr):
         optimizer = torch.optim.Adam(model.parameters(), lr)
@@ -351,7 +351,7 @@ def test_checks_accept_equivalent_implementations(capsys):
     toy.test_generate_batch(batch)
     toy.test_importance_weighted_loss(loss)
     toy.test_norms_and_interference(norms_and_interference)
-    toy.test_feature_dimensionality(dimensionality)
+    toy.test_extra_feature_regime(regime)
     toy.test_train(train)
     toy.test_toy_model_forward(Toy)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 6

@@ -41,6 +41,32 @@ def _model_with_weights(exercise: str, model_cls, n_features, d_hidden, n_inst, 
     return model
 
 
+def _kept(**tensors: Tensor) -> dict[str, Tensor]:
+    """Copies of the inputs given to the learner's code, to catch in-place changes."""
+    return {name: t.detach().clone() for name, t in tensors.items()}
+
+
+def _unchanged(exercise: str, kept: dict[str, Tensor], **given: Tensor) -> None:
+    """Fail when the learner's code changed one of its input tensors in place."""
+    for name, t in given.items():
+        before = kept[name]
+        if t.shape != before.shape or not torch.equal(t.detach(), before):
+            raise CheckFailed(
+                f"{exercise}: your code changed its input `{name}` in place (shape "
+                f"{tuple(before.shape)} -> {tuple(t.shape)}, or its values). The caller still "
+                "needs it: build new tensors (x = x * 2, x.unsqueeze(0)) instead of in-place "
+                "operations (x *= 2, x.unsqueeze_(0), x.pow_(2), or writing into an alias)."
+            )
+
+
+def _require_dtype(exercise: str, result, dtype: torch.dtype, what: str) -> None:
+    if torch.is_tensor(result):
+        require(result.dtype == dtype, exercise,
+                f"{what} has dtype {result.dtype}, but for {dtype} inputs it should be "
+                f"{dtype}: keep the inputs' dtype (no .float(), no torch.tensor(...) rebuilt "
+                "from a Python number, no new tensors without dtype=...).")
+
+
 _SHAPES = [  # (n_inst, d_hidden, n_features, batch): one square case so transposes run
     (3, 2, 5, 7),
     (2, 4, 6, 1),
@@ -68,6 +94,37 @@ def _check_forward(model_cls, exercise: str, reference, mistakes_of) -> None:
     compare(call(exercise, model, zeros), reference(W, b, zeros), exercise=exercise,
             what="the output for an all-zero batch (should be ReLU(b_final))",
             mistakes=mistakes_of(W, b, zeros))
+    # gradients: the output feeds training, so backward must reach W and b_final as the
+    # reference's does (a stray .detach() or torch.no_grad() gives the same forward values)
+    g = seeded_generator(20)
+    W = torch.randn((2, 3, 4), generator=g)
+    b = torch.randn((2, 4), generator=g) * 0.5 + 0.5  # mostly positive: gradients flow
+    x = torch.rand((6, 2, 4), generator=g)
+    weights = torch.randn((6, 2, 4), generator=g)
+    model = _model_with_weights(exercise, model_cls, 4, 3, 2, W, b)
+    kept = _kept(features=x)
+    out = call(exercise, model, x)
+    _unchanged(exercise, kept, features=x)
+    require(torch.is_tensor(out) and out.requires_grad, exercise,
+            "your output carries no gradient, so training could not change W or b_final: "
+            "is there a .detach(), .data or torch.no_grad() in forward?")
+    call(exercise, lambda: (out * weights).sum().backward())
+    W_ref, b_ref = W.clone().requires_grad_(), b.clone().requires_grad_()
+    (reference(W_ref, b_ref, x) * weights).sum().backward()
+    for name, ref in (("W", W_ref), ("b_final", b_ref)):
+        grad = getattr(model, name).grad
+        require(grad is not None, exercise,
+                f"backward through your output gives `{name}` no gradient: it must take part "
+                "in the computation (not detached).")
+        compare(grad, ref.grad, exercise=exercise,
+                what=f"the gradient of {name} (backward through your forward pass; a "
+                     ".detach() on one use of W gives the right output but the wrong gradient)")
+    # dtype: a float64 model on float64 features gives a float64 output
+    model = _model_with_weights(exercise, model_cls, 4, 3, 2, W, b).double()
+    out = call(exercise, model, x.double())
+    _require_dtype(exercise, out, torch.float64, "the output")
+    compare(out, reference(W.double(), b.double(), x.double()), exercise=exercise,
+            what="the output of a float64 model")
 
 
 # --------------------------------------------------------------------------- forward
@@ -93,7 +150,8 @@ def test_toy_model_forward(model_cls) -> None:
         }
 
     _check_forward(model_cls, ex, tm.toy_forward, mistakes)
-    passed(ex, "matches the reference on random weights, several shapes and an all-zero batch.")
+    passed(ex, "same outputs as the reference (random weights, three shapes, an all-zero batch), "
+               "same gradients for W and b_final, float64 kept, input left unchanged.")
 
 
 def test_neuron_model_forward(model_cls) -> None:
@@ -111,7 +169,8 @@ def test_neuron_model_forward(model_cls) -> None:
         }
 
     _check_forward(model_cls, ex, tm.neuron_forward, mistakes)
-    passed(ex, "matches the reference on random weights, several shapes and an all-zero batch.")
+    passed(ex, "same outputs as the reference (random weights, three shapes, an all-zero batch), "
+               "same gradients for W and b_final, float64 kept, input left unchanged.")
 
 
 # --------------------------------------------------------------------------- batches
@@ -154,7 +213,9 @@ def test_generate_batch(generate_batch: Callable) -> None:
     ex = "generate_batch"
     p = torch.tensor([[0.05, 0.2, 0.5, 1.0], [0.0, 0.3, 0.7, 0.9], [0.5, 0.5, 0.5, 0.5]])
     n = 20000
+    kept = _kept(feature_probability=p)
     batch = _as_tensor(ex, call(ex, generate_batch, n, p, seeded_generator(2024)), "the batch")
+    _unchanged(ex, kept, feature_probability=p)
     require(tuple(batch.shape) == (n, 3, 4), ex,
             f"the batch should have shape (n_batch, n_inst, n_features) = {(n, 3, 4)}, got "
             f"{tuple(batch.shape)}.")
@@ -172,7 +233,9 @@ def test_generate_batch(generate_batch: Callable) -> None:
         q = torch.rand(shape, generator=seeded_generator(100 + seed))
         q[0, 0] = 1.0
         n_batch = [16, 1, 9][seed]
+        kept = _kept(feature_probability=q)
         batch = call(ex, generate_batch, n_batch, q, seeded_generator(seed))
+        _unchanged(ex, kept, feature_probability=q)
         mine = _as_tensor(ex, batch, "the batch")
         g = seeded_generator(seed)
         mask_first = torch.rand((n_batch, *shape), generator=g) < q
@@ -185,8 +248,8 @@ def test_generate_batch(generate_batch: Callable) -> None:
             atol=0, rtol=0,
             mistakes={"the mask is drawn before the values": values_second * mask_first},
         )
-    passed(ex, "right statistics (frequency p, uniform values, independent features) and the "
-               "same numbers as the reference under the same seed.")
+    passed(ex, "right statistics (frequency p, uniform values, independent features), the "
+               "same numbers as the reference under three seeds and shapes, input unchanged.")
 
 
 def test_generate_anticorrelated_batch(generate_anticorrelated_batch: Callable) -> None:
@@ -194,8 +257,10 @@ def test_generate_anticorrelated_batch(generate_anticorrelated_batch: Callable) 
     ex = "generate_anticorrelated_batch"
     p = torch.tensor([[0.05, 0.2, 0.5], [0.1, 0.3, 0.0]])
     n = 20000
+    kept = _kept(feature_probability=p)
     batch = _as_tensor(ex, call(ex, generate_anticorrelated_batch, n, p, seeded_generator(2024)),
                        "the batch")
+    _unchanged(ex, kept, feature_probability=p)
     require(tuple(batch.shape) == (n, 2, 6), ex,
             f"the batch should have shape (n_batch, n_inst, 2 * n_pairs) = {(n, 2, 6)}, got "
             f"{tuple(batch.shape)}.")
@@ -209,7 +274,9 @@ def test_generate_anticorrelated_batch(generate_anticorrelated_batch: Callable) 
     for seed, shape in enumerate([(3, 2), (1, 1), (2, 4)]):
         q = torch.rand(shape, generator=seeded_generator(100 + seed)) * 0.5
         n_batch = [16, 1, 9][seed]
+        kept = _kept(feature_probability=q)
         batch = call(ex, generate_anticorrelated_batch, n_batch, q, seeded_generator(seed))
+        _unchanged(ex, kept, feature_probability=q)
         mine = _as_tensor(ex, batch, "the batch")
         compare(
             mine, tm.generate_anticorrelated_batch(n_batch, q, seeded_generator(seed)), exercise=ex,
@@ -219,8 +286,8 @@ def test_generate_anticorrelated_batch(generate_anticorrelated_batch: Callable) 
                  "first of a pair is present when the coin is < 0.5)",
             atol=0, rtol=0,
         )
-    passed(ex, "at most one feature of each pair, marginal probability p, uniform values, and "
-               "the same numbers as the reference under the same seed.")
+    passed(ex, "at most one feature of each pair, marginal probability p, uniform values, the "
+               "same numbers as the reference under three seeds and shapes, input unchanged.")
 
 
 # --------------------------------------------------------------------------- loss
@@ -235,7 +302,9 @@ def test_importance_weighted_loss(loss_fn: Callable) -> None:
         x = torch.rand(shape, generator=g)
         out = torch.rand(shape, generator=g)
         imp = torch.rand(imp_shape, generator=g) + 0.1
+        kept = _kept(out=out, features=x, importance=imp)
         mine = call(ex, loss_fn, out, x, imp)
+        _unchanged(ex, kept, out=out, features=x, importance=imp)
         if torch.is_tensor(mine):
             require(mine.ndim == 0, ex, f"the loss should be a scalar (0-d tensor), got shape "
                     f"{tuple(mine.shape)}: sum over instances as well.")
@@ -258,8 +327,26 @@ def test_importance_weighted_loss(loss_fn: Callable) -> None:
     x = torch.rand((4, 2, 3), generator=seeded_generator(9))
     compare(call(ex, loss_fn, x.clone(), x, torch.ones(2, 3)), torch.tensor(0.0), exercise=ex,
             what="the loss of a perfect reconstruction")
-    passed(ex, "matches the reference (mean over batch, importance-weighted sum over features, "
-               "sum over instances) for several shapes and broadcast importances.")
+    # gradients: this loss trains the model, so d loss / d out must match the reference's
+    g = seeded_generator(30)
+    x = torch.rand((5, 3, 4), generator=g, dtype=torch.float64)
+    out_value = torch.rand((5, 3, 4), generator=g, dtype=torch.float64)
+    imp = torch.rand((3, 4), generator=g, dtype=torch.float64) + 0.1
+    out = out_value.clone().requires_grad_()
+    mine = call(ex, loss_fn, out, x, imp)
+    _require_dtype(ex, mine, torch.float64, "the loss")
+    require(torch.is_tensor(mine) and mine.requires_grad, ex,
+            "the loss carries no gradient back to `out`, so it could not train anything: is "
+            "there a .detach(), .item() or torch.no_grad() in it?")
+    call(ex, mine.backward)
+    out_ref = out_value.clone().requires_grad_()
+    tm.importance_weighted_loss(out_ref, x, imp).backward()
+    require(out.grad is not None, ex, "backward through your loss gives `out` no gradient.")
+    compare(out.grad, out_ref.grad, exercise=ex, what="the gradient of the loss with respect to "
+            "out", mistakes={"`out` is detached inside the loss": torch.zeros_like(out_ref.grad)})
+    passed(ex, "same value as the reference (mean over batch, importance-weighted sum over "
+               "features, sum over instances) for four shapes and broadcast importances; same "
+               "gradient, float64 kept, inputs unchanged.")
 
 
 # --------------------------------------------------------------------------- training
@@ -348,8 +435,42 @@ def _test_train(train: Callable) -> None:
     compare(learner_model.b_final.detach(), ref_model.b_final.detach(), exercise=ex,
             what="the bias b_final after training (is it being optimised?)", atol=1e-5,
             rtol=1e-4)
-    passed(ex, f"same loss history and weights as the reference over {n_steps} Adam steps; "
-               f"loss {early:.4f} -> {late:.4f}.")
+    # every argument matters: another learning rate, step count, loss and data stream
+    n_steps2, lr2 = 25, 3e-3
+    importance2 = torch.tensor([1.0, 0.2, 0.6, 0.9, 0.4])
+
+    def loss_fn2(out, x):
+        return tm.importance_weighted_loss(out, x, importance2)
+
+    calls = {"make_batch": 0, "loss_fn": 0}
+
+    def counted(name, fn):
+        def wrapped(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapped
+
+    ref_model2 = copy.deepcopy(base)
+    expected2 = tm.optimize(ref_model2, batches(7), loss_fn2, n_steps2, lr2)
+    learner_model2 = copy.deepcopy(base)
+    history2 = _history(ex, call(ex, train, learner_model2, counted("make_batch", batches(7)),
+                                 counted("loss_fn", loss_fn2), n_steps2, lr2), n_steps2)
+    require(calls["make_batch"] == n_steps2, ex,
+            f"make_batch was called {calls['make_batch']} times in {n_steps2} steps; draw "
+            "exactly one batch per step.")
+    require(calls["loss_fn"] == n_steps2, ex,
+            f"loss_fn was called {calls['loss_fn']} times in {n_steps2} steps; compute the loss "
+            "once per step and record that value (before the update), without a second forward "
+            "pass.")
+    compare(history2, expected2.double(), exercise=ex,
+            what=f"the loss history for a second run (lr={lr2}, n_steps={n_steps2}, another "
+                 "loss function): does your loop use its arguments?",
+            atol=1e-5, rtol=1e-4)
+    compare(learner_model2.W.detach(), ref_model2.W.detach(), exercise=ex,
+            what="the weights W after the second run", atol=1e-5, rtol=1e-4)
+    passed(ex, f"same loss history and weights as the reference in two runs ({n_steps} steps "
+               f"at lr={lr}, {n_steps2} steps at lr={lr2}, two losses), one batch and one loss "
+               f"per step; loss {early:.4f} -> {late:.4f} in the first.")
 
 
 # --------------------------------------------------------------------------- analysis
@@ -365,38 +486,47 @@ def _geometries() -> list[tuple[str, Tensor]]:
             ("orthogonal features and a zero column", orthogonal)]
 
 
-def test_feature_dimensionality(feature_dimensionality: Callable) -> None:
-    """feature_dimensionality(W [n_inst, d_hidden, n_features]) -> [n_inst, n_features]."""
-    ex = "feature_dimensionality"
-    for seed, shape in enumerate([(3, 2, 5), (2, 4, 7), (1, 3, 3)]):
-        W = torch.randn(shape, generator=seeded_generator(seed))
+def test_extra_feature_regime(extra_feature_regime: Callable) -> None:
+    """extra_feature_regime(W [n_inst, d_hidden, 2], threshold) -> [n_inst] long in {0, 1, 2}."""
+    ex = "extra_feature_regime"
+    cases = []
+    for seed, (n_inst, d_hidden, threshold) in enumerate([(12, 1, 0.5), (9, 1, 0.3), (8, 2, 0.8)]):
+        g = seeded_generator(50 + seed)
+        W = torch.randn((n_inst, d_hidden, 2), generator=g)
+        W = W * (torch.rand((n_inst, 1, 2), generator=g) * 1.6)  # norms on both sides
+        cases.append((f"random W of shape {(n_inst, d_hidden, 2)}, threshold {threshold}",
+                      W, threshold))
+    # one of each regime, a zero model, and a norm exactly at the threshold (not represented)
+    known = torch.tensor([[[1.0, 0.0]], [[0.0, -1.0]], [[1.0, -0.9]], [[0.0, 0.0]],
+                          [[0.9, 0.5]], [[0.5, 0.9]]])
+    cases.append(("the known cases (none / dedicated / superposition / zero / at threshold)",
+                  known, 0.5))
+    for what, W, threshold in cases:
+        kept = _kept(W=W)
+        mine = call(ex, extra_feature_regime, W, threshold)
+        _unchanged(ex, kept, W=W)
+        expected = tm.extra_feature_regime(W, threshold)
+        require(torch.is_tensor(mine) and not mine.dtype.is_floating_point
+                and mine.dtype != torch.bool, ex,
+                "return the regimes as an integer tensor (0, 1 or 2 per instance, e.g. dtype "
+                f"torch.long), got {getattr(mine, 'dtype', type(mine).__name__)}.")
         norms = W.norm(dim=1)
-        W_hat = W / norms.unsqueeze(1)
-        raw = torch.einsum("ihf,ihg->ifg", W, W)
-        normed = torch.einsum("ihf,ihg->ifg", W_hat, W)
+        rep = norms > threshold
+        half = norms > 0.5
         mistakes = {
-            "W is used instead of the normalised W_hat in the denominator":
-                norms**2 / (raw**2).sum(-1).clamp_min(1e-8),
-            "the dot products are not squared": norms**2 / normed.sum(-1).clamp_min(1e-8),
-            "the dot products are not squared (absolute values summed)":
-                norms**2 / normed.abs().sum(-1).clamp_min(1e-8),
-            "the numerator is ||W_i|| instead of ||W_i||^2":
-                norms / (normed**2).sum(-1).clamp_min(1e-8),
-            "the sum runs over the wrong index (over i instead of j)":
-                norms**2 / (normed**2).sum(-2).clamp_min(1e-8),
+            "the two features are swapped (the extra feature is feature 1, the last one)":
+                torch.where(~rep[:, 0], 0, torch.where(rep[:, 1], 2, 1)),
+            "the threshold argument is ignored (0.5 is used)":
+                torch.where(~half[:, 1], 0, torch.where(half[:, 0], 2, 1)),
+            "a norm equal to the threshold counts as represented (use >, not >=)":
+                torch.where(~(norms >= threshold)[:, 1], 0,
+                            torch.where((norms >= threshold)[:, 0], 2, 1)),
         }
-        compare(call(ex, feature_dimensionality, W), tm.feature_dimensionality(W), exercise=ex,
-                what=f"the result for random W of shape {shape}", mistakes=mistakes)
-    for name, W in _geometries():
-        mine = call(ex, feature_dimensionality, W)
-        if torch.is_tensor(mine) and torch.isnan(mine).any():
-            raise CheckFailed(f"{ex}: for {name} you return NaN; a feature whose column is all "
-                              "zeros should get dimensionality 0. Clamp whatever you divide "
-                              "by, the norm and the denominator, e.g. x.clamp_min(1e-8).")
-        compare(mine, tm.feature_dimensionality(W), exercise=ex, what=f"the result for {name}",
-                atol=1e-4)
-    passed(ex, "matches the reference on random weights, and gives 2/5 for a pentagon, 1/2 for "
-               "antipodal pairs, 1 for orthogonal features and 0 for a missing one.")
+        compare(mine, expected, exercise=ex, what=f"the regimes for {what}", atol=0, rtol=0,
+                mistakes={k: v for k, v in mistakes.items() if not torch.equal(v, expected)})
+    passed(ex, "the same regime as the reference for random 1- and 2-dimensional models at "
+               "three thresholds and for the known cases (a norm at the threshold is not "
+               "represented); integer result, W left unchanged.")
 
 
 def test_norms_and_interference(norms_and_interference: Callable) -> None:
@@ -405,7 +535,9 @@ def test_norms_and_interference(norms_and_interference: Callable) -> None:
     inputs = [("random W of shape " + str(s), torch.randn(s, generator=seeded_generator(i)))
               for i, s in enumerate([(3, 2, 5), (2, 4, 7), (1, 3, 3)])]
     for what, W in inputs + _geometries():
+        kept = _kept(W=W)
         result = call(ex, norms_and_interference, W)
+        _unchanged(ex, kept, W=W)
         require(isinstance(result, tuple | list) and len(result) == 2, ex,
                 f"return a pair (norms, interference), got {type(result).__name__}.")
         norms, interference = result
@@ -429,5 +561,11 @@ def test_norms_and_interference(norms_and_interference: Callable) -> None:
                         ((torch.einsum("ihf,ihg->ifg", W, W) ** 2) * (1 - eye)).sum(-1),
                     "the dot products are not squared": (overlaps * (1 - eye)).sum(-1),
                 })
+    W64 = torch.randn((2, 3, 4), generator=seeded_generator(40), dtype=torch.float64)
+    result = call(ex, norms_and_interference, W64)
+    if isinstance(result, tuple | list) and len(result) == 2:
+        for name, value in zip(("norms", "interference"), result, strict=True):
+            _require_dtype(ex, value, torch.float64, f"the {name} for float64 W")
     passed(ex, "norms and interference match the reference on random weights and known "
-               "geometries (orthogonal: 0, antipodal pair: 1).")
+               "geometries (orthogonal: 0, antipodal pair: 1, zero column: 0); float64 kept, "
+               "W left unchanged.")
