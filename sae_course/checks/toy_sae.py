@@ -2,12 +2,17 @@
 
 Each `test_<exercise>` compares the learner's code with the reference in `sae_course.sae` /
 `sae_course.evaluation` on seeded random inputs and edge cases, and names the known mistake
-when the answer matches one.
+when the answer matches one. Beyond the values, the checks look at what wrong code often gets
+wrong while the numbers still match: gradients (for every output that feeds training), inputs
+changed in place, the dtype of the result, ties in the top-k exercises, and the iteration
+count and starting point of the geometric median.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -15,21 +20,132 @@ from torch import Tensor
 from sae_course import evaluation as ev
 from sae_course import sae as ref
 from sae_course.checks.harness import CheckFailed, call, compare, passed, require, seeded_generator
+from sae_course.settings import cpu_threads
+from sae_course.synthetic import SyntheticFeatures
+
+
+def _one_thread(check: Callable) -> Callable:
+    """Run a check with 1 torch thread: its tensors are tiny, and on a shared machine extra
+    threads only spin-wait (see settings.cpu_threads)."""
+    @functools.wraps(check)
+    def run(*args: Any, **kwargs: Any) -> None:
+        with cpu_threads(1):
+            check(*args, **kwargs)
+
+    return run
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _call_on_copies(ex: str, fn: Callable, args: Sequence[Any], names: Sequence[str]) -> Any:
+    """Call fn on copies of the tensor arguments; fail if it changed any of them in place."""
+    copies = [a.clone() if isinstance(a, Tensor) else a for a in args]
+    got = call(ex, fn, *copies)
+    for name, a, c in zip(names, args, copies, strict=True):
+        if isinstance(a, Tensor):
+            require(torch.equal(a, c), ex,
+                    f"your code changed `{name}` in place (an operation ending in _ such as "
+                    "sub_ or masked_fill_, or x -= ...); work on new tensors and leave the "
+                    "inputs as they were: the caller still needs them.")
+    return got
+
+
+def _same_dtype(ex: str, got: Any, dtype: torch.dtype, what: str) -> None:
+    if isinstance(got, Tensor):
+        require(got.dtype == dtype, ex,
+                f"{what} is {got.dtype} but the inputs are {dtype}: keep the input's dtype "
+                "(e.g. torch.zeros_like(pre), not torch.zeros(pre.shape); no .float()).")
+
+
+def _grad_check(ex: str, fn: Callable, ref_fn: Callable, args: Sequence[Any],
+                names: Sequence[str], wrt: Sequence[int], what: str, seed: int = 0,
+                grad_mistakes: dict[str, dict[str, Tensor]] | None = None) -> None:
+    """Backpropagate a random weighting of the output through fn and through the reference;
+    the gradients reaching the arguments in `wrt` must agree."""
+    def leaves() -> list[Any]:
+        return [a.detach().clone().requires_grad_(i in wrt) if isinstance(a, Tensor) else a
+                for i, a in enumerate(args)]
+
+    mine, theirs = leaves(), leaves()
+    out = call(ex, fn, *mine)
+    expected = ref_fn(*theirs)
+    require(isinstance(out, Tensor), ex, f"{what} should be a tensor.")
+    require(out.requires_grad, ex,
+            f"no gradient flows back through {what}: training needs it. Look for a stray "
+            ".detach(), torch.no_grad(), .item() or a new tensor built from .tolist().")
+    weights = torch.randn(expected.shape, generator=seeded_generator(seed), dtype=expected.dtype)
+    call(ex, lambda: (out * weights).sum().backward())
+    (expected * weights).sum().backward()
+    for i in wrt:
+        grad = mine[i].grad
+        require(grad is not None, ex,
+                f"no gradient reaches `{names[i]}` through {what} (a stray .detach()?).")
+        compare(grad, theirs[i].grad, exercise=ex,
+                what=f"the gradient of {what} with respect to `{names[i]}`",
+                mistakes=(grad_mistakes or {}).get(names[i]))
+
+
+# --------------------------------------------------------------------------- MMCS
+
+
+@_one_thread
+def test_mean_max_cosine_similarity(mean_max_cosine_similarity: Callable) -> None:
+    ex = "mean_max_cosine_similarity"
+    names = ("true_features", "W_dec")
+    for seed, (n_feat, d_sae, d, dtype) in enumerate(
+            [(5, 8, 4, torch.float32), (6, 3, 5, torch.float64), (4, 4, 4, torch.float32)]):
+        g = seeded_generator(seed)
+        true = torch.randn(n_feat, d, generator=g, dtype=dtype) * 3
+        W_dec = (torch.randn(d_sae, d, generator=g, dtype=dtype)
+                 * torch.rand(d_sae, 1, generator=g, dtype=dtype).add(0.2))
+        expected = ev.mean_max_cosine_similarity(true, W_dec)
+        got = _call_on_copies(ex, mean_max_cosine_similarity, (true, W_dec), names)
+        cos = ev.cosine_matrix(true, W_dec)
+        compare(got, expected, exercise=ex, what=f"MMCS ({n_feat} features, d_sae={d_sae})",
+                mistakes={
+                    "you take, for each decoder row, its best feature (max over the wrong axis)":
+                        cos.max(0).values.mean(),
+                    "you did not normalise (dot products, not cosines)":
+                        (true @ W_dec.t()).max(-1).values.mean(),
+                    "you used |cosine|: an anti-aligned row does not represent the feature":
+                        cos.abs().max(-1).values.mean(),
+                    "you average all cosines instead of taking each feature's best":
+                        cos.mean(),
+                    "you normalised W_dec over the wrong dimension (columns)":
+                        ((true / true.norm(dim=-1, keepdim=True))
+                         @ (W_dec / W_dec.norm(dim=0, keepdim=True)).t()).max(-1).values.mean(),
+                })
+        require(got.dim() == 0, ex, "MMCS should be a scalar.")
+        _same_dtype(ex, got, dtype, "MMCS")
+    # a decoder holding every feature (rescaled, plus extra rows) scores 1
+    true = torch.randn(3, 4, generator=seeded_generator(7))
+    W_dec = torch.cat([true * 5, -true])
+    compare(_call_on_copies(ex, mean_max_cosine_similarity, (true, W_dec), names),
+            torch.tensor(1.0), exercise=ex,
+            what="MMCS when every feature is a (rescaled) decoder row",
+            mistakes={"you average over decoder rows": ev.cosine_matrix(true, W_dec)
+                      .max(0).values.mean()})
+    passed(ex, "matches the reference on 3 random cases (float32 and float64) and a perfect "
+               "dictionary, leaving its inputs unchanged")
+
 
 # --------------------------------------------------------------------------- relu_encode
 
 
+@_one_thread
 def test_relu_encode(relu_encode: Callable) -> None:
     ex = "relu_encode"
-    cases = [(5, 4, 7), (1, 3, 3), (8, 6, 12)]
-    for seed, (n, d_in, d_sae) in enumerate(cases):
+    names = ("x", "W_enc", "b_enc", "b_dec")
+    cases = [(5, 4, 7, torch.float32), (1, 3, 3, torch.float64), (8, 6, 12, torch.float32)]
+    for seed, (n, d_in, d_sae, dtype) in enumerate(cases):
         g = seeded_generator(seed)
-        x = torch.randn(n, d_in, generator=g)
-        W_enc = torch.randn(d_in, d_sae, generator=g)
-        b_enc = torch.randn(d_sae, generator=g) * 0.5
-        b_dec = torch.randn(d_in, generator=g)
-        expected = ref.relu_encode(x, W_enc, b_enc, b_dec)
-        got = call(ex, relu_encode, x.clone(), W_enc.clone(), b_enc.clone(), b_dec.clone())
+        x = torch.randn(n, d_in, generator=g, dtype=dtype)
+        W_enc = torch.randn(d_in, d_sae, generator=g, dtype=dtype)
+        b_enc = torch.randn(d_sae, generator=g, dtype=dtype) * 0.5
+        b_dec = torch.randn(d_in, generator=g, dtype=dtype)
+        args = (x, W_enc, b_enc, b_dec)
+        expected = ref.relu_encode(*args)
+        got = _call_on_copies(ex, relu_encode, args, names)
         compare(got, expected, exercise=ex, what=f"the latents for {n} tokens", mistakes={
             "you do not subtract b_dec from x before encoding": torch.relu(x @ W_enc + b_enc),
             "you add b_dec instead of subtracting it": torch.relu((x + b_dec) @ W_enc + b_enc),
@@ -37,28 +153,41 @@ def test_relu_encode(relu_encode: Callable) -> None:
             "you add b_enc after the ReLU": torch.relu((x - b_dec) @ W_enc) + b_enc,
             "you forgot b_enc": torch.relu((x - b_dec) @ W_enc),
         })
+        _same_dtype(ex, got, dtype, "the latents")
+        _grad_check(ex, relu_encode, ref.relu_encode, args, names, wrt=(0, 1, 2, 3),
+                    what="the latents", seed=seed)
     # edge case: x equal to b_dec -> relu(b_enc)
     b_dec = torch.randn(4, generator=seeded_generator(9))
     b_enc = torch.tensor([0.5, -0.5, 0.0])
-    got = call(ex, relu_encode, b_dec[None].clone(), torch.randn(4, 3), b_enc, b_dec)
+    got = _call_on_copies(ex, relu_encode, (b_dec[None].clone(), torch.randn(4, 3), b_enc, b_dec),
+                          names)
     compare(got, torch.relu(b_enc)[None], exercise=ex,
             what="the latents of the input x = b_dec (should be ReLU(b_enc))")
-    passed(ex, "matches the reference on 3 random cases and x = b_dec")
+    passed(ex, "values, dtype and the gradients to x, W_enc, b_enc and b_dec match the reference "
+               "on 3 random cases and x = b_dec; inputs left unchanged")
 
 
 # --------------------------------------------------------------------------- l1_loss
 
 
+def _ref_l1(latents: Tensor, W_dec: Tensor, coef: float, weighted: bool) -> Tensor:
+    return coef * ref.l1_penalty(latents, W_dec if weighted else None).mean()
+
+
+@_one_thread
 def test_l1_loss(l1_loss: Callable) -> None:
     ex = "l1_loss"
-    for seed, (n, d_sae, d_in) in enumerate([(9, 7, 7), (6, 10, 4), (1, 5, 3)]):
+    names = ("latents", "W_dec", "coefficient", "weighted")
+    for seed, (n, d_sae, d_in, dtype) in enumerate(
+            [(9, 7, 7, torch.float32), (6, 10, 4, torch.float64), (1, 5, 3, torch.float32)]):
         g = seeded_generator(seed)
-        latents = torch.relu(torch.randn(n, d_sae, generator=g))
-        W_dec = torch.randn(d_sae, d_in, generator=g) * 2
+        latents = torch.relu(torch.randn(n, d_sae, generator=g, dtype=dtype))
+        W_dec = torch.randn(d_sae, d_in, generator=g, dtype=dtype) * 2
         coef = 0.3 + seed
         for weighted in (True, False):
-            expected = coef * ref.l1_penalty(latents, W_dec if weighted else None).mean()
-            got = call(ex, l1_loss, latents.clone(), W_dec.clone(), coef, weighted)
+            args = (latents, W_dec, coef, weighted)
+            expected = _ref_l1(*args)
+            got = _call_on_copies(ex, l1_loss, args, names)
             norms0 = W_dec.norm(dim=0)
             mistakes = {
                 "you average over latents instead of summing them": coef * (
@@ -83,36 +212,45 @@ def test_l1_loss(l1_loss: Callable) -> None:
                     what=f"the loss (weighted={weighted}, {n} tokens, d_sae={d_sae})",
                     mistakes=mistakes)
             require(got.dim() == 0, ex, "the loss should be a scalar (0-dim tensor).")
+            _same_dtype(ex, got, dtype, "the loss")
+            _grad_check(ex, l1_loss, _ref_l1, (latents + 0.01, W_dec, coef, weighted), names,
+                        wrt=(0, 1) if weighted else (0,),
+                        what=f"the loss (weighted={weighted})", seed=seed)
     # signed latents (e.g. before a ReLU): the L1 takes absolute values
     latents = torch.randn(5, 6, generator=seeded_generator(11))
     W_dec = torch.randn(6, 3, generator=seeded_generator(12))
     for weighted in (True, False):
         W = W_dec if weighted else None
-        compare(call(ex, l1_loss, latents.clone(), W_dec.clone(), 0.5, weighted),
+        compare(_call_on_copies(ex, l1_loss, (latents, W_dec, 0.5, weighted), names),
                 0.5 * ref.l1_penalty(latents, W).mean(), exercise=ex,
                 what=f"the loss of signed latents (weighted={weighted})", mistakes={
                     "you forgot the absolute value": 0.5 * (
                         latents * (W_dec.norm(dim=-1) if weighted else 1)).sum(-1).mean()})
     got = call(ex, l1_loss, torch.zeros(3, 4), torch.randn(4, 2), 1.0, True)
     compare(got, torch.tensor(0.0), exercise=ex, what="the loss of all-zero latents")
-    passed(ex, "matches the reference, weighted and unweighted, on 3 random cases")
+    passed(ex, "values, dtype and gradients (to the latents and, weighted, to W_dec) match the "
+               "reference, weighted and unweighted, for 3 coefficients; inputs left unchanged")
 
 
 # --------------------------------------------------------------------------- remove_parallel_grad
 
 
+@_one_thread
 def test_remove_parallel_grad(remove_parallel_grad: Callable) -> None:
     ex = "remove_parallel_grad"
-    for seed, (d_sae, d_in, unit) in enumerate([(6, 4, True), (5, 5, False), (3, 8, False)]):
+    names = ("W_dec", "grad")
+    for seed, (d_sae, d_in, unit, dtype) in enumerate(
+            [(6, 4, True, torch.float32), (5, 5, False, torch.float64),
+             (3, 8, False, torch.float32)]):
         g = seeded_generator(seed)
-        W_dec = torch.randn(d_sae, d_in, generator=g)
+        W_dec = torch.randn(d_sae, d_in, generator=g, dtype=dtype)
         if unit:
             W_dec = ref.normalize_rows(W_dec)
         else:
-            W_dec = W_dec * torch.rand(d_sae, 1, generator=g).add(0.5) * 3
-        grad = torch.randn(d_sae, d_in, generator=g)
+            W_dec = W_dec * torch.rand(d_sae, 1, generator=g, dtype=dtype).add(0.5) * 3
+        grad = torch.randn(d_sae, d_in, generator=g, dtype=dtype)
         expected = ref.remove_parallel_component(W_dec, grad)
-        got = call(ex, remove_parallel_grad, W_dec.clone(), grad.clone())
+        got = _call_on_copies(ex, remove_parallel_grad, (W_dec, grad), names)
         u0 = W_dec / W_dec.norm(dim=0, keepdim=True)
         compare(got, expected, exercise=ex,
                 what=f"the projected gradient ({'unit' if unit else 'non-unit'} rows)",
@@ -129,228 +267,20 @@ def test_remove_parallel_grad(remove_parallel_grad: Callable) -> None:
                         grad * W_dec).sum(-1, keepdim=True) * W_dec / W_dec.norm(
                         dim=-1, keepdim=True),
                 })
+        _same_dtype(ex, got, dtype, "the projected gradient")
         dots = (got * W_dec).sum(-1).abs().max()
         require(float(dots) < 1e-4, ex, "the result still has a component along W_dec's rows.")
-    passed(ex, "removes exactly the component along each decoder row (unit and non-unit rows)")
-
-
-# --------------------------------------------------------------------------- topk_activation
-
-
-def test_topk_activation(topk_activation: Callable) -> None:
-    ex = "topk_activation"
-    for seed, (n, d_sae, k) in enumerate([(5, 10, 3), (1, 6, 1), (7, 8, 8)]):
-        pre = torch.randn(n, d_sae, generator=seeded_generator(seed)) * 2
-        expected = ref.topk_activation(pre, k)
-        got = call(ex, topk_activation, pre.clone(), k)
-        v, i = pre.topk(k, dim=-1)
-        _, i_abs = pre.abs().topk(k, dim=-1)
-        mistakes = {
-            "the ReLU is missing (negative values among the top k survive)":
-                torch.zeros_like(pre).scatter(-1, i, v),
-            "you pick the k largest |values| instead of the k largest values":
-                torch.zeros_like(pre).scatter(-1, i_abs, torch.relu(pre.gather(-1, i_abs))),
-            "you keep the k largest per latent (over tokens) instead of per token":
-                _topk_dim0(pre, k),
-            "you return the ReLU of everything (no top-k)": torch.relu(pre),
-        }
-        compare(got, expected, exercise=ex, what=f"the latents (k={k}, d_sae={d_sae})",
-                mistakes=mistakes)
-    # all negative: every latent is 0
-    pre = -torch.rand(3, 5, generator=seeded_generator(5)) - 0.1
-    compare(call(ex, topk_activation, pre.clone(), 2), torch.zeros(3, 5), exercise=ex,
-            what="the latents of all-negative pre-activations (should all be 0)",
-            mistakes={"the ReLU is missing": torch.zeros_like(pre).scatter(
-                -1, pre.topk(2, -1).indices, pre.topk(2, -1).values)})
-    passed(ex, "keeps the k largest per token (ReLU'd) on 3 random cases and negatives")
-
-
-def _topk_dim0(pre: Tensor, k: int) -> Tensor:
-    kk = min(k, pre.shape[0])
-    v, i = pre.topk(kk, dim=0)
-    return torch.zeros_like(pre).scatter(0, i, torch.relu(v))
-
-
-# --------------------------------------------------------------------------- auxk_loss
-
-
-def test_auxk_loss(auxk_loss: Callable) -> None:
-    ex = "auxk_loss"
-    for seed, (n, d_sae, d_in, n_dead, k_aux) in enumerate(
-        [(6, 12, 4, 5, 3), (4, 10, 3, 2, 256), (1, 8, 5, 8, 4)]
-    ):
-        g = seeded_generator(seed)
-        pre = torch.randn(n, d_sae, generator=g)
-        W_dec = torch.randn(d_sae, d_in, generator=g)
-        residual = torch.randn(n, d_in, generator=g)
-        dead = torch.zeros(d_sae, dtype=torch.bool)
-        dead[torch.randperm(d_sae, generator=g)[:n_dead]] = True
-        expected = ref.auxk_loss(residual, pre, W_dec, dead, k_aux)
-        try:
-            got = call(ex, auxk_loss, residual.clone(), pre.clone(), W_dec.clone(),
-                       dead.clone(), k_aux)
-        except CheckFailed as err:
-            if k_aux > n_dead:
-                raise CheckFailed(f"{err} Here k_aux={k_aux} but only {n_dead} latents are "
-                                  "dead: cap k_aux at the number of dead latents.") from err
-            raise
-        k_eff = min(k_aux, n_dead, d_sae)
-        all_lat = ref.topk_activation(pre, k_eff)
-        masked = pre.masked_fill(~dead, float("-inf"))
-        v, i = masked.topk(k_eff, dim=-1)
-        no_relu = torch.zeros_like(pre).scatter(-1, i, v)
-        compare(got, expected, exercise=ex,
-                what=f"the AuxK loss ({n_dead} dead of {d_sae}, k_aux={k_aux})", mistakes={
-                    "you take the top k_aux over all latents, not just the dead ones":
-                        (residual - all_lat @ W_dec).pow(2).sum(-1).mean(),
-                    "the ReLU on the aux latents is missing":
-                        (residual - no_relu @ W_dec).pow(2).sum(-1).mean(),
-                    "you average the squared error over dimensions instead of summing":
-                        (residual - _aux_lat(pre, dead, k_eff) @ W_dec).pow(2).mean(),
-                    "you reconstruct x - residual instead of the residual":
-                        (residual + _aux_lat(pre, dead, k_eff) @ W_dec).pow(2).sum(-1).mean(),
-                })
-        require(got.dim() == 0, ex, "the loss should be a scalar.")
-    # no dead latents -> 0
-    got = call(ex, auxk_loss, torch.randn(3, 4), torch.randn(3, 6), torch.randn(6, 4),
-               torch.zeros(6, dtype=torch.bool), 4)
-    compare(got, torch.tensor(0.0), exercise=ex,
-            what="the loss when no latent is dead (should be 0)")
-    # the gradient must not flow into the residual
-    residual = torch.randn(3, 4, requires_grad=True)
-    dead = torch.tensor([True, False, True, False, True, True])
-    out = call(ex, auxk_loss, residual, torch.randn(3, 6), torch.randn(6, 4), dead, 2)
-    if out.requires_grad:
-        out.backward()
-    require(residual.grad is None or float(residual.grad.abs().sum()) == 0, ex,
-            "the residual should be detached: the AuxK loss must not train the main "
-            "reconstruction (use residual.detach()).")
-    passed(ex, "matches the reference, caps k_aux at the number of dead latents, detaches")
-
-
-def _aux_lat(pre: Tensor, dead: Tensor, k: int) -> Tensor:
-    return torch.nan_to_num(ref.topk_activation(pre.masked_fill(~dead, float("-inf")), k),
-                            neginf=0.0)
-
-
-# --------------------------------------------------------------------------- batchtopk
-
-
-def test_batchtopk_activation(batchtopk_activation: Callable) -> None:
-    ex = "batchtopk_activation"
-    for seed, (n, d_sae, k) in enumerate([(6, 10, 2), (1, 7, 3), (5, 4, 4)]):
-        pre = torch.randn(n, d_sae, generator=seeded_generator(seed)) * 2
-        expected = ref.batchtopk_activation(pre, k)
-        got = call(ex, batchtopk_activation, pre.clone(), k)
-        flat = pre.reshape(-1)
-        v, i = flat.topk(k * n)
-        mistakes = {
-            "you keep k per token (TopK), not batch_size * k over the batch":
-                ref.topk_activation(pre, k),
-            "you keep only k over the whole batch, not batch_size * k":
-                torch.zeros_like(flat).scatter(0, flat.topk(k).indices,
-                                               torch.relu(flat.topk(k).values)).reshape(pre.shape),
-            "the ReLU is missing": torch.zeros_like(flat).scatter(0, i, v).reshape(pre.shape),
-        }
-        compare(got, expected, exercise=ex, what=f"the latents ({n} tokens, k={k})",
-                mistakes=mistakes)
-    # uneven batch: one token gets many latents, another none
-    pre = torch.tensor([[5.0, 4.0, 3.0, 2.0], [-1.0, -2.0, 0.5, -3.0]])
-    compare(call(ex, batchtopk_activation, pre.clone(), 2), ref.batchtopk_activation(pre, 2),
-            exercise=ex, what="the latents when one token holds all the large values",
-            mistakes={"you keep k per token (TopK)": ref.topk_activation(pre, 2)})
-    passed(ex, "keeps the batch_size * k largest over the batch on random and uneven cases")
-
-
-# --------------------------------------------------------------------------- JumpReLU
-
-
-def test_jumprelu_function(JumpReLUFunction) -> None:
-    ex = "JumpReLUFunction"
-    require(hasattr(JumpReLUFunction, "apply"), ex,
-            "JumpReLUFunction should subclass torch.autograd.Function.")
-    for seed, (n, d_sae, bw) in enumerate([(64, 6, 0.5), (32, 4, 0.2), (1, 5, 1.0)]):
-        g = seeded_generator(seed)
-        z = torch.randn(n, d_sae, generator=g, dtype=torch.float64)
-        theta = (torch.rand(d_sae, generator=g, dtype=torch.float64) * 0.8 + 0.1)
-        upstream = torch.randn(n, d_sae, generator=g, dtype=torch.float64)
-        z1, t1 = z.clone().requires_grad_(True), theta.clone().requires_grad_(True)
-        z2, t2 = z.clone().requires_grad_(True), theta.clone().requires_grad_(True)
-        out = call(ex, JumpReLUFunction.apply, z1, t1, bw)
-        expected = ref.JumpReLUFunction.apply(z2, t2, bw)
-        compare(out, expected, exercise=ex, what="the forward output", mistakes={
-            "you return H(z - theta) (the step) instead of z * H(z - theta)":
-                (z > theta).double(),
-            "you return ReLU(z - theta) (shifted) instead of z * H(z - theta)":
-                torch.relu(z - theta),
-        })
-        call(ex, lambda o, u=upstream: (o * u).sum().backward(), out)
-        (expected * upstream).sum().backward()
-        require(z1.grad is not None and t1.grad is not None, ex,
-                "backward must return gradients for z and threshold (and None for bandwidth).")
-        inside = ((z - theta).abs() < bw / 2).double()
-        compare(z1.grad, z2.grad, exercise=ex, what="the gradient with respect to z", mistakes={
-            "you pass the gradient to z everywhere (it should be masked by H(z - theta))":
-                upstream,
-        })
-        wide = ((z - theta).abs() < bw).double()
-        compare(t1.grad, t2.grad, exercise=ex, what="the gradient with respect to the threshold",
-                mistakes={
-                    "you used -(1/bandwidth) K(...) (the Heaviside's pseudo-derivative) without "
-                    "the factor theta": -(1 / bw * inside * upstream).sum(0),
-                    "the sign is flipped (raising theta should lower the output)":
-                        (theta / bw * inside * upstream).sum(0),
-                    "your rectangle is 2x too wide: K is 1 on |z - theta| < bandwidth/2":
-                        -(theta / bw * wide * upstream).sum(0),
-                    "you did not multiply by the incoming gradient":
-                        -(theta / bw * inside).sum(0),
-                })
-    passed(ex, "forward and both straight-through gradients match the reference")
-
-
-# --------------------------------------------------------------------------- MMCS
-
-
-def test_mean_max_cosine_similarity(mean_max_cosine_similarity: Callable) -> None:
-    ex = "mean_max_cosine_similarity"
-    for seed, (n_feat, d_sae, d) in enumerate([(5, 8, 4), (6, 3, 5), (4, 4, 4)]):
-        g = seeded_generator(seed)
-        true = torch.randn(n_feat, d, generator=g) * 3
-        W_dec = torch.randn(d_sae, d, generator=g) * torch.rand(d_sae, 1, generator=g).add(0.2)
-        expected = ev.mean_max_cosine_similarity(true, W_dec)
-        got = call(ex, mean_max_cosine_similarity, true.clone(), W_dec.clone())
-        cos = ev.cosine_matrix(true, W_dec)
-        compare(got, expected, exercise=ex, what=f"MMCS ({n_feat} features, d_sae={d_sae})",
-                mistakes={
-                    "you take, for each decoder row, its best feature (max over the wrong axis)":
-                        cos.max(0).values.mean(),
-                    "you did not normalise (dot products, not cosines)":
-                        (true @ W_dec.t()).max(-1).values.mean(),
-                    "you used |cosine|: an anti-aligned row does not represent the feature":
-                        cos.abs().max(-1).values.mean(),
-                    "you average all cosines instead of taking each feature's best":
-                        cos.mean(),
-                    "you normalised W_dec over the wrong dimension (columns)":
-                        ((true / true.norm(dim=-1, keepdim=True))
-                         @ (W_dec / W_dec.norm(dim=0, keepdim=True)).t()).max(-1).values.mean(),
-                })
-        require(got.dim() == 0, ex, "MMCS should be a scalar.")
-    # a decoder holding every feature (rescaled, plus extra rows) scores 1
-    true = torch.randn(3, 4, generator=seeded_generator(7))
-    W_dec = torch.cat([true * 5, -true])
-    compare(call(ex, mean_max_cosine_similarity, true, W_dec), torch.tensor(1.0), exercise=ex,
-            what="MMCS when every feature is a (rescaled) decoder row",
-            mistakes={"you average over decoder rows": ev.cosine_matrix(true, W_dec)
-                      .max(0).values.mean()})
-    passed(ex, "matches the reference on 3 random cases and a perfect dictionary")
+    passed(ex, "removes exactly the component along each decoder row (unit and non-unit rows, "
+               "float32 and float64), returning a new tensor")
 
 
 # --------------------------------------------------------------------------- geometric median
 
 
+@_one_thread
 def test_geometric_median(geometric_median: Callable) -> None:
     ex = "geometric_median"
-    n_iter = 200
+    names = ("points", "n_iter")
     cases = []
     for seed, (n, d) in enumerate([(20, 3), (7, 2), (50, 5)]):
         g = seeded_generator(seed)
@@ -360,9 +290,27 @@ def test_geometric_median(geometric_median: Callable) -> None:
     # the mean coincides with one of the points (the 1/distance weight must be guarded)
     cases.append(torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]],
                               dtype=torch.float64))
+    # the number of iterations and the starting point are part of the answer: few iterations
+    for n_iter in (0, 1, 3):
+        pts = cases[0]
+        got = _call_on_copies(ex, geometric_median, (pts, n_iter), names)
+        one_more = ref.geometric_median(pts, max_iter=n_iter + 1, tol=0.0)
+        compare(got, ref.geometric_median(pts, max_iter=n_iter, tol=0.0), exercise=ex,
+                what=f"the estimate after n_iter={n_iter} iterations from the mean",
+                atol=1e-8, rtol=1e-7, mistakes={
+                    "you ran one iteration more than n_iter": one_more,
+                    "you started from zero instead of the mean": _weiszfeld(
+                        pts, torch.zeros(pts.shape[1], dtype=pts.dtype), n_iter),
+                    "you started from the first point instead of the mean": _weiszfeld(
+                        pts, pts[0].clone(), n_iter),
+                    "you ignore n_iter (ran to convergence)": ref.geometric_median(
+                        pts, max_iter=500, tol=0.0),
+                })
+        _same_dtype(ex, got, pts.dtype, "the median")
+    n_iter = 200
     for pts in cases:
         expected = ref.geometric_median(pts, max_iter=n_iter, tol=0.0)
-        got = call(ex, geometric_median, pts.clone(), n_iter)
+        got = _call_on_copies(ex, geometric_median, (pts, n_iter), names)
         mean = pts.mean(0)
         wrong_sq = mean.clone()
         for _ in range(n_iter):
@@ -387,18 +335,467 @@ def test_geometric_median(geometric_median: Callable) -> None:
                     "you weighted by 1 / distance^2 instead of 1 / distance": wrong_sq,
                     "you returned the coordinate-wise median": pts.median(0).values,
                 })
-    passed(ex, "Weiszfeld converges to the reference on 4 cases (outliers, a point at the mean)")
+    # float32 in, float32 out
+    pts = cases[0].float()
+    got = _call_on_copies(ex, geometric_median, (pts, 5), names)
+    compare(got, ref.geometric_median(pts, max_iter=5, tol=0.0), exercise=ex,
+            what="the estimate after 5 iterations on float32 points", atol=1e-4, rtol=1e-4)
+    _same_dtype(ex, got, torch.float32, "the median")
+    passed(ex, "starts at the mean, runs exactly n_iter iterations (0, 1, 3, 5 checked) and "
+               "converges to the reference on 4 cases (outliers, a point at the mean)")
+
+
+def _weiszfeld(pts: Tensor, start: Tensor, n_iter: int) -> Tensor:
+    m = start
+    for _ in range(n_iter):
+        w = 1 / (pts - m).norm(dim=-1).clamp_min(1e-8)
+        m = (w[:, None] * pts).sum(0) / w.sum()
+    return m
+
+
+# --------------------------------------------------------------------------- topk_activation
+
+
+def _check_tied_topk(ex: str, got: Tensor, pre: Tensor, n_keep: int, what: str) -> None:
+    """With tied values any choice among the ties is right, but exactly n_keep values stay
+    (of those that are positive), each equal to ReLU(pre) where it was kept."""
+    require(isinstance(got, Tensor) and got.shape == pre.shape, ex,
+            f"{what}: the result should have shape {tuple(pre.shape)}.")
+    kept = got != 0
+    n_pos = min(n_keep, int((pre.reshape(-1) > 0).sum())) if got.dim() == 1 else None
+    count = int(kept.sum()) if n_pos is not None else None
+    if got.dim() == 1:
+        require(count == n_pos, ex, f"{what}: {count} values survive but exactly {n_keep} "
+                "should be kept (tied values must not all pass): use topk, not a threshold "
+                "such as pre >= kth_value.")
+    require(torch.equal(got[kept], torch.relu(pre)[kept]), ex,
+            f"{what}: the kept values should be ReLU(pre) at the kept positions.")
+
+
+@_one_thread
+def test_topk_activation(topk_activation: Callable) -> None:
+    ex = "topk_activation"
+    names = ("pre", "k")
+    for seed, (n, d_sae, k, dtype) in enumerate(
+            [(5, 10, 3, torch.float32), (1, 6, 1, torch.float64), (7, 8, 8, torch.float32),
+             (4, 9, 5, torch.float64)]):
+        pre = torch.randn(n, d_sae, generator=seeded_generator(seed), dtype=dtype) * 2
+        expected = ref.topk_activation(pre, k)
+        got = _call_on_copies(ex, topk_activation, (pre, k), names)
+        v, i = pre.topk(k, dim=-1)
+        _, i_abs = pre.abs().topk(k, dim=-1)
+        mistakes = {
+            "the ReLU is missing (negative values among the top k survive)":
+                torch.zeros_like(pre).scatter(-1, i, v),
+            "you pick the k largest |values| instead of the k largest values":
+                torch.zeros_like(pre).scatter(-1, i_abs, torch.relu(pre.gather(-1, i_abs))),
+            "you keep the k largest per latent (over tokens) instead of per token":
+                _topk_dim0(pre, k),
+            "you return the ReLU of everything (no top-k)": torch.relu(pre),
+        }
+        compare(got, expected, exercise=ex, what=f"the latents (k={k}, d_sae={d_sae})",
+                mistakes=mistakes)
+        _same_dtype(ex, got, dtype, "the latents")
+        _grad_check(ex, topk_activation, ref.topk_activation, (pre, k), names, wrt=(0,),
+                    what=f"the latents (k={k})", seed=seed)
+    # ties: exactly k per token survive, whichever of the tied ones
+    pre = torch.tensor([[1.0, 1.0, 1.0, 0.5, -1.0], [2.0, 0.0, 2.0, 2.0, 2.0],
+                        [0.3, 0.3, 0.3, 0.3, 0.3]])
+    for k in (1, 2, 3):
+        got = _call_on_copies(ex, topk_activation, (pre, k), names)
+        for row in range(pre.shape[0]):
+            _check_tied_topk(ex, got[row], pre[row], k, f"token {row} with tied values, k={k}")
+    # all negative: every latent is 0
+    pre = -torch.rand(3, 5, generator=seeded_generator(5)) - 0.1
+    compare(call(ex, topk_activation, pre.clone(), 2), torch.zeros(3, 5), exercise=ex,
+            what="the latents of all-negative pre-activations (should all be 0)",
+            mistakes={"the ReLU is missing": torch.zeros_like(pre).scatter(
+                -1, pre.topk(2, -1).indices, pre.topk(2, -1).values)})
+    passed(ex, "keeps the k largest per token (ReLU'd): values, dtype and gradients on 4 random "
+               "cases, exactly k under ties (k = 1, 2, 3), all-negative inputs")
+
+
+def _topk_dim0(pre: Tensor, k: int) -> Tensor:
+    kk = min(k, pre.shape[0])
+    v, i = pre.topk(kk, dim=0)
+    return torch.zeros_like(pre).scatter(0, i, torch.relu(v))
+
+
+# --------------------------------------------------------------------------- auxk_loss
+
+
+def _normalised(residual: Tensor, e_hat: Tensor) -> Tensor:
+    return ref.normalized_aux_error(residual, e_hat)
+
+
+@_one_thread
+def test_auxk_loss(auxk_loss: Callable) -> None:
+    ex = "auxk_loss"
+    names = ("residual", "pre", "W_dec", "dead_mask", "k_aux")
+    for seed, (n, d_sae, d_in, n_dead, k_aux, dtype) in enumerate(
+        [(6, 12, 4, 5, 3, torch.float32), (4, 10, 3, 2, 256, torch.float64),
+         (1, 8, 5, 8, 4, torch.float32), (9, 16, 6, 7, 1, torch.float64)]
+    ):
+        g = seeded_generator(seed)
+        pre = torch.randn(n, d_sae, generator=g, dtype=dtype)
+        W_dec = torch.randn(d_sae, d_in, generator=g, dtype=dtype)
+        residual = torch.randn(n, d_in, generator=g, dtype=dtype)
+        dead = torch.zeros(d_sae, dtype=torch.bool)
+        dead[torch.randperm(d_sae, generator=g)[:n_dead]] = True
+        args = (residual, pre, W_dec, dead, k_aux)
+        expected = ref.auxk_loss(*args)
+        try:
+            got = _call_on_copies(ex, auxk_loss, args, names)
+        except CheckFailed as err:
+            if k_aux > n_dead:
+                raise CheckFailed(f"{err} Here k_aux={k_aux} but only {n_dead} latents are "
+                                  "dead: cap k_aux at the number of dead latents.") from err
+            raise
+        k_eff = min(k_aux, n_dead, d_sae)
+        all_lat = ref.topk_activation(pre, k_eff)
+        masked = pre.masked_fill(~dead, float("-inf"))
+        v, i = masked.topk(k_eff, dim=-1)
+        no_relu = torch.zeros_like(pre).scatter(-1, i, v)
+        aux = _aux_lat(pre, dead, k_eff)
+        compare(got, expected, exercise=ex,
+                what=f"the AuxK loss ({n} tokens, {n_dead} dead of {d_sae}, k_aux={k_aux})",
+                mistakes={
+                    "you did not normalise by the residual's variance (Gao et al. divide the "
+                    "squared error by E||r - E[r]||^2)":
+                        (residual - aux @ W_dec).pow(2).sum(-1).mean(),
+                    "you normalised by E||r||^2 instead of the variance E||r - E[r]||^2":
+                        (residual - aux @ W_dec).pow(2).sum(-1).mean()
+                        / residual.pow(2).sum(-1).mean(),
+                    "you take the top k_aux over all latents, not just the dead ones":
+                        _normalised(residual, all_lat @ W_dec),
+                    "the ReLU on the aux latents is missing":
+                        _normalised(residual, no_relu @ W_dec),
+                    "you reconstruct x - residual instead of the residual":
+                        _normalised(residual, -(aux @ W_dec)),
+                })
+        require(got.dim() == 0, ex, "the loss should be a scalar.")
+        _same_dtype(ex, got, dtype, "the loss")
+        _grad_check(ex, auxk_loss, ref.auxk_loss, args, names, wrt=(1, 2),
+                    what=f"the AuxK loss ({n_dead} dead, k_aux={k_aux})", seed=seed)
+    # ties among the dead latents whose decoder rows are equal: any choice gives the same loss,
+    # but keeping both tied latents (more than k_aux) does not
+    pre = torch.tensor([[2.0, 1.0, 1.0, 3.0], [0.5, 1.5, 1.5, 4.0], [1.0, 0.2, 0.2, 0.0]])
+    row = torch.tensor([1.0, -0.5, 0.25])
+    W_dec = torch.stack([torch.tensor([0.3, 0.3, 0.3]), row, row, torch.tensor([0.0, 1.0, 0.0])])
+    dead = torch.tensor([False, True, True, False])
+    residual = torch.randn(3, 3, generator=seeded_generator(13))
+    got = _call_on_copies(ex, auxk_loss, (residual, pre, W_dec, dead, 1), names)
+    compare(got, ref.auxk_loss(residual, pre, W_dec, dead, 1), exercise=ex,
+            what="the loss with k_aux=1 when two dead latents tie", mistakes={
+                "you keep every tied latent (more than k_aux): use topk, not a threshold":
+                    _normalised(residual, torch.relu(pre * dead) @ W_dec)})
+    # no dead latents -> 0
+    got = call(ex, auxk_loss, torch.randn(3, 4), torch.randn(3, 6), torch.randn(6, 4),
+               torch.zeros(6, dtype=torch.bool), 4)
+    compare(got, torch.tensor(0.0), exercise=ex,
+            what="the loss when no latent is dead (should be 0)")
+    # the gradient must not flow into the residual
+    residual = torch.randn(3, 4, requires_grad=True)
+    dead = torch.tensor([True, False, True, False, True, True])
+    out = call(ex, auxk_loss, residual, torch.randn(3, 6), torch.randn(6, 4), dead, 2)
+    if out.requires_grad:
+        out.backward()
+    require(residual.grad is None or float(residual.grad.abs().sum()) == 0, ex,
+            "the residual should be detached: the AuxK loss must not train the main "
+            "reconstruction (use residual.detach()).")
+    passed(ex, "the normalised AuxK loss, its dtype and its gradients (to pre and W_dec) match "
+               "the reference on 4 cases; k_aux capped and obeyed under ties; residual "
+               "detached; inputs left unchanged")
+
+
+def _aux_lat(pre: Tensor, dead: Tensor, k: int) -> Tensor:
+    return torch.nan_to_num(ref.topk_activation(pre.masked_fill(~dead, float("-inf")), k),
+                            neginf=0.0)
+
+
+# --------------------------------------------------------------------------- batchtopk
+
+
+@_one_thread
+def test_batchtopk_activation(batchtopk_activation: Callable) -> None:
+    ex = "batchtopk_activation"
+    names = ("pre", "k")
+    for seed, (n, d_sae, k, dtype) in enumerate(
+            [(6, 10, 2, torch.float32), (1, 7, 3, torch.float64), (5, 4, 4, torch.float32)]):
+        pre = torch.randn(n, d_sae, generator=seeded_generator(seed), dtype=dtype) * 2
+        expected = ref.batchtopk_activation(pre, k)
+        got = _call_on_copies(ex, batchtopk_activation, (pre, k), names)
+        flat = pre.reshape(-1)
+        v, i = flat.topk(k * n)
+        mistakes = {
+            "you keep k per token (TopK), not batch_size * k over the batch":
+                ref.topk_activation(pre, k),
+            "you keep only k over the whole batch, not batch_size * k":
+                torch.zeros_like(flat).scatter(0, flat.topk(k).indices,
+                                               torch.relu(flat.topk(k).values)).reshape(pre.shape),
+            "the ReLU is missing": torch.zeros_like(flat).scatter(0, i, v).reshape(pre.shape),
+        }
+        compare(got, expected, exercise=ex, what=f"the latents ({n} tokens, k={k})",
+                mistakes=mistakes)
+        _same_dtype(ex, got, dtype, "the latents")
+        _grad_check(ex, batchtopk_activation, ref.batchtopk_activation, (pre, k), names,
+                    wrt=(0,), what=f"the latents ({n} tokens, k={k})", seed=seed)
+    # uneven batch: one token gets many latents, another none
+    pre = torch.tensor([[5.0, 4.0, 3.0, 2.0], [-1.0, -2.0, 0.5, -3.0]])
+    compare(_call_on_copies(ex, batchtopk_activation, (pre, 2), names),
+            ref.batchtopk_activation(pre, 2),
+            exercise=ex, what="the latents when one token holds all the large values",
+            mistakes={"you keep k per token (TopK)": ref.topk_activation(pre, 2)})
+    # ties across the batch: exactly n * k survive
+    pre = torch.tensor([[1.0, 1.0, 0.2], [1.0, 0.0, 1.0], [0.5, 1.0, -1.0]])
+    for k in (1, 2):
+        got = _call_on_copies(ex, batchtopk_activation, (pre, k), names)
+        _check_tied_topk(ex, got.reshape(-1) if isinstance(got, Tensor) else got,
+                         pre.reshape(-1), 3 * k, f"a batch of 3 with tied values, k={k}")
+    passed(ex, "keeps the batch_size * k largest over the batch: values, dtype and gradients "
+               "on random and uneven cases, exactly batch_size * k under ties")
+
+
+# --------------------------------------------------------------------------- JumpReLU
+
+
+@_one_thread
+def test_jumprelu_function(JumpReLUFunction) -> None:
+    ex = "JumpReLUFunction"
+    require(hasattr(JumpReLUFunction, "apply"), ex,
+            "JumpReLUFunction should subclass torch.autograd.Function.")
+    for seed, (n, d_sae, bw, dtype) in enumerate(
+            [(64, 6, 0.5, torch.float64), (32, 4, 0.2, torch.float64), (1, 5, 1.0, torch.float64),
+             (16, 3, 0.3, torch.float32)]):
+        g = seeded_generator(seed)
+        z = torch.randn(n, d_sae, generator=g, dtype=dtype)
+        theta = (torch.rand(d_sae, generator=g, dtype=dtype) * 0.8 + 0.1)
+        upstream = torch.randn(n, d_sae, generator=g, dtype=dtype)
+        z1, t1 = z.clone().requires_grad_(True), theta.clone().requires_grad_(True)
+        z2, t2 = z.clone().requires_grad_(True), theta.clone().requires_grad_(True)
+        out = call(ex, JumpReLUFunction.apply, z1, t1, bw)
+        expected = ref.JumpReLUFunction.apply(z2, t2, bw)
+        compare(out, expected, exercise=ex, what="the forward output", mistakes={
+            "you return H(z - theta) (the step) instead of z * H(z - theta)":
+                (z > theta).to(dtype),
+            "you return ReLU(z - theta) (shifted) instead of z * H(z - theta)":
+                torch.relu(z - theta),
+        })
+        _same_dtype(ex, out, dtype, "the forward output")
+        call(ex, lambda o, u=upstream: (o * u).sum().backward(), out)
+        (expected * upstream).sum().backward()
+        require(z1.grad is not None and t1.grad is not None, ex,
+                "backward must return gradients for z and threshold (and None for bandwidth).")
+        require(torch.equal(z1.detach(), z) and torch.equal(t1.detach(), theta), ex,
+                "your code changed z or threshold in place; leave the inputs as they were.")
+        inside = ((z - theta).abs() < bw / 2).to(dtype)
+        compare(z1.grad, z2.grad, exercise=ex, what="the gradient with respect to z", mistakes={
+            "you pass the gradient to z everywhere (it should be masked by H(z - theta))":
+                upstream,
+        })
+        wide = ((z - theta).abs() < bw).to(dtype)
+        compare(t1.grad, t2.grad, exercise=ex, what="the gradient with respect to the threshold",
+                mistakes={
+                    "you used -(1/bandwidth) K(...) (the Heaviside's pseudo-derivative) without "
+                    "the factor theta": -(1 / bw * inside * upstream).sum(0),
+                    "the sign is flipped (raising theta should lower the output)":
+                        (theta / bw * inside * upstream).sum(0),
+                    "your rectangle is 2x too wide: K is 1 on |z - theta| < bandwidth/2":
+                        -(theta / bw * wide * upstream).sum(0),
+                    "you did not multiply by the incoming gradient":
+                        -(theta / bw * inside).sum(0),
+                })
+    passed(ex, "forward, dtype and both straight-through gradients match the reference for 4 "
+               "bandwidths (float32 and float64)")
+
+
+# --------------------------------------------------------------------------- shrinkage
+
+
+@_one_thread
+def test_shrinkage(shrinkage: Callable) -> None:
+    ex = "shrinkage"
+    names = ("x", "x_hat")
+    g = seeded_generator(0)
+    x = torch.randn(100, 16, generator=g) + torch.randn(16, generator=g)
+    per_token = torch.rand(100, 1, generator=g) * 0.6 + 0.5
+    cases = [
+        (x, 0.8 * x, "x_hat = 0.8 x"),
+        (x, x + 0.3 * torch.randn(100, 16, generator=g), "x plus noise"),
+        (x, per_token * x, "x_hat shrunk by a different factor per token"),
+        (x.reshape(4, 25, 16), (per_token * x).reshape(4, 25, 16), "[batch, pos, d] inputs"),
+        (x[:1].double(), 1.3 * x[:1].double(), "one token, float64, x_hat = 1.3 x"),
+        (x.double(), (per_token * x).double(), "float64, a factor per token"),
+    ]
+    for x_in, x_hat, label in cases:
+        got = _call_on_copies(ex, shrinkage, (x_in, x_hat), names)
+        flat_x, flat_h = x_in.reshape(-1, 16).double(), x_hat.reshape(-1, 16).double()
+        dot = (flat_x * flat_h).sum(-1)
+        compare(got, ev.shrinkage(x_in, x_hat).double(), exercise=ex, what=f"gamma for {label}",
+                rtol=1e-4, atol=1e-6, mistakes={
+                    "the ratio is inverted (E<x, x_hat> / E||x_hat||^2)":
+                        1 / ev.shrinkage(x_in, x_hat),
+                    "you averaged per-token ratios instead of dividing the two means":
+                        (flat_h.pow(2).sum(-1) / dot).mean(),
+                    "you compared norms, E||x_hat|| / E||x||":
+                        flat_h.norm(dim=-1).mean() / flat_x.norm(dim=-1).mean(),
+                    "the numerator is E||x||^2 instead of E||x_hat||^2":
+                        flat_x.pow(2).sum() / dot.sum(),
+                })
+        require(isinstance(got, Tensor) and got.dim() == 0, ex, "gamma should be a scalar.")
+        _same_dtype(ex, got, x_in.dtype, "gamma")
+    passed(ex, "gamma = E||x_hat||^2 / E<x, x_hat> matches on 6 cases (0.8 x gives 0.8, "
+               "per-token factors, [batch, pos, d], float64 kept), inputs left unchanged")
+
+
+# --------------------------------------------------------------------------- Gated SAE
+
+_GATED = ("x", "W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec", "sparsity_coefficient")
+_TERMS = ("mse", "l1", "aux")
+
+
+def _gated_ref(x, W_enc, b_gate, r_mag, b_mag, W_dec, b_dec, coef, mistake: str = ""):
+    """The library's Gated SAE, or one of the known mistakes; returns (x_hat, losses)."""
+    if not mistake:
+        x_hat, _, losses = ref.gated_forward(x, W_enc, b_gate, r_mag, b_mag, W_dec, b_dec, coef)
+        return x_hat, losses
+    x_c = x - b_dec
+    pi_gate = x_c @ W_enc + b_gate
+    scale = {"no_exp": r_mag, "no_r_mag": torch.ones_like(r_mag)}.get(mistake, r_mag.exp())
+    pi_mag = x_c @ (W_enc * scale) + b_mag
+    gate_on = torch.relu(pi_gate) if mistake == "relu_gate" else (pi_gate > 0).to(x.dtype)
+    latents = gate_on * torch.relu(pi_mag)
+    x_hat = latents @ W_dec + b_dec
+    penalised = torch.relu(pi_mag) if mistake == "l1_on_magnitudes" else torch.relu(pi_gate)
+    norms = torch.ones_like(r_mag) if mistake == "unweighted" else W_dec.norm(dim=-1)
+    frozen_W = W_dec if mistake == "aux_moves_decoder" else W_dec.detach()
+    via_gate = torch.relu(pi_gate) @ frozen_W + (0 if mistake == "aux_no_b_dec" else b_dec.detach())
+    return x_hat, {"mse": (x_hat - x).pow(2).sum(-1).mean(),
+                   "l1": coef * (penalised * norms).sum(-1).mean(),
+                   "aux": (via_gate - x).pow(2).sum(-1).mean()}
+
+
+_GATED_MISTAKES = {
+    "no_exp": "you multiply W_enc by r_mag instead of exp(r_mag)",
+    "no_r_mag": "the magnitude path ignores r_mag",
+    "relu_gate": "the gate is ReLU(pi_gate) instead of the step H(pi_gate)",
+    "l1_on_magnitudes": "the L1 penalises the magnitudes ReLU(pi_mag) instead of the gate's "
+                        "ReLU(pi_gate): that brings the shrinkage back",
+    "unweighted": "the L1 is not weighted by the decoder row norms",
+    "aux_no_b_dec": "the auxiliary reconstruction leaves out b_dec",
+}
+
+
+def _gated_params(seed: int, n: int, d_in: int, d_sae: int, dtype: torch.dtype) -> list[Tensor]:
+    g = seeded_generator(seed)
+    W_dec = ref.normalize_rows(torch.randn(d_sae, d_in, generator=g, dtype=dtype))
+    W_dec = W_dec * (torch.rand(d_sae, 1, generator=g, dtype=dtype) + 0.5)
+    return [torch.randn(n, d_in, generator=g, dtype=dtype),
+            W_dec.t() * (torch.rand(d_sae, generator=g, dtype=dtype) + 0.5),  # W_enc
+            torch.randn(d_sae, generator=g, dtype=dtype) * 0.3,  # b_gate
+            torch.randn(d_sae, generator=g, dtype=dtype) * 0.3,  # r_mag
+            torch.randn(d_sae, generator=g, dtype=dtype) * 0.3,  # b_mag
+            W_dec, torch.randn(d_in, generator=g, dtype=dtype) * 0.2]  # b_dec
+
+
+def _gated_output(ex: str, got: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    require(isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], dict), ex,
+            "return a pair (x_hat, losses) with losses a dict {'mse': ..., 'l1': ..., 'aux': ...}.")
+    x_hat, losses = got
+    missing = [t for t in _TERMS if t not in losses]
+    require(not missing and set(losses) == set(_TERMS), ex,
+            f"the losses dict should have exactly the keys {list(_TERMS)}, got {sorted(losses)}.")
+    return x_hat, losses
+
+
+@_one_thread
+def test_gated_sae_forward(gated_sae_forward: Callable) -> None:
+    ex = "gated_sae_forward"
+    cases = [(16, 5, 12, 0.3, torch.float64), (1, 3, 7, 1.5, torch.float64),
+             (24, 6, 10, 0.8, torch.float32)]
+    for seed, (n, d_in, d_sae, coef, dtype) in enumerate(cases):
+        params = _gated_params(seed, n, d_in, d_sae, dtype)
+        args = (*params, coef)
+        x_hat_ref, losses_ref = _gated_ref(*args)
+        x_hat, losses = _gated_output(
+            ex, _call_on_copies(ex, gated_sae_forward, args, _GATED))
+        wrong = {m: _gated_ref(*args, mistake=m) for m in _GATED_MISTAKES}
+        what = f"({n} tokens, d_sae={d_sae}, coefficient {coef})"
+        compare(x_hat, x_hat_ref, exercise=ex, what=f"x_hat {what}",
+                mistakes={_GATED_MISTAKES[m]: w[0] for m, w in wrong.items()})
+        _same_dtype(ex, x_hat, dtype, "x_hat")
+        for term in _TERMS:
+            compare(losses[term], losses_ref[term], exercise=ex,
+                    what=f"the {term!r} term {what}",
+                    mistakes={_GATED_MISTAKES[m]: w[1][term] for m, w in wrong.items()})
+            _same_dtype(ex, losses[term], dtype, f"the {term!r} term")
+        # gradients of a random mix of the three terms, to every tensor
+        mix = torch.rand(3, generator=seeded_generator(100 + seed), dtype=dtype) + 0.5
+
+        def total(*a, fn=None, mix=mix):
+            _, terms = _gated_output(ex, fn(*a))
+            return sum(w * terms[t] for w, t in zip(mix, _TERMS, strict=True))
+
+        def aux_moves(*a, mix=mix):
+            return sum(w * t for w, t in zip(
+                mix, _gated_ref(*a, mistake="aux_moves_decoder")[1].values(), strict=True))
+
+        wrong_grads = _leaf_grads(aux_moves, args)
+        _grad_check(ex, lambda *a: total(*a, fn=gated_sae_forward),
+                    lambda *a: total(*a, fn=_gated_ref), args, _GATED,
+                    wrt=range(7), what=f"a mix of the three terms {what}", seed=seed,
+                    grad_mistakes={
+                        name: {"the auxiliary term trains the decoder: detach W_dec (and "
+                               "b_dec) in it": wrong_grads[i]}
+                        for i, name in enumerate(_GATED[:7])})
+    _train_gated(ex, gated_sae_forward)
+    passed(ex, "x_hat, the three loss terms, dtypes and the gradients to all 7 tensors match on "
+               "3 cases (3 coefficients); 30 Adam steps through your function end at the "
+               "library's weights; inputs left unchanged")
+
+
+def _leaf_grads(fn: Callable, args: Sequence[Any]) -> list[Tensor]:
+    leaves = [a.detach().clone().requires_grad_(True) if isinstance(a, Tensor) else a
+              for a in args]
+    fn(*leaves).backward()
+    return [leaf.grad if isinstance(leaf, Tensor) else None for leaf in leaves[:7]]
+
+
+def _train_gated(ex: str, gated_sae_forward: Callable, n_steps: int = 30) -> None:
+    """Train a small Gated SAE with Adam through the learner's function and the library's
+    SAE from the same start; the weights must agree at the end."""
+    data = SyntheticFeatures(24, 8, 0.1, seed=5, dtype=torch.float64)
+    sae = ref.SAE(ref.SAEConfig(d_in=8, d_sae=32, architecture="gated",
+                                sparsity_coefficient=0.5), dtype=torch.float64, seed=5)
+    names = ("W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec")
+    mine = [getattr(sae, n).detach().clone().requires_grad_(True) for n in names]
+    opt_ref = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    opt_mine = torch.optim.Adam(mine, lr=1e-2)
+    for step in range(n_steps):
+        x = data.sample(64, seeded_generator(1000 + step))[0]
+        opt_ref.zero_grad()
+        sae(x).loss.backward()
+        opt_ref.step()
+        opt_mine.zero_grad()
+        _, losses = _gated_output(ex, call(ex, gated_sae_forward, x, *mine, 0.5))
+        call(ex, lambda terms=losses: sum(terms.values()).backward())
+        opt_mine.step()
+    for name, p in zip(names, mine, strict=True):
+        compare(p, getattr(sae, name), exercise=ex, atol=1e-6, rtol=1e-5,
+                what=f"`{name}` after {n_steps} Adam steps of training through your function")
 
 
 __all__ = [
     "CheckFailed",
     "test_auxk_loss",
     "test_batchtopk_activation",
+    "test_gated_sae_forward",
     "test_geometric_median",
     "test_jumprelu_function",
     "test_l1_loss",
     "test_mean_max_cosine_similarity",
     "test_relu_encode",
     "test_remove_parallel_grad",
+    "test_shrinkage",
     "test_topk_activation",
 ]
