@@ -283,12 +283,12 @@ plotting.plot_wtw(W_2d, b_2d, titles=plotting.probability_titles(probs_2d))
 plt.show()
 
 # %% [markdown]
-# ## 6. The sparsity phase change
+# ## 6. Superposition grows with sparsity
 #
-# **Why.** How much a model superposes depends on sparsity, and the change is abrupt: a
-# feature goes from not represented to fully represented over a narrow range of sparsity
-# (the paper's phase diagrams). We measure two things per feature, as the paper's plots
-# of $\lVert W_i \rVert$ do: its norm (is it represented at all?) and how much other
+# **Why.** How much a model superposes depends on sparsity: as features get sparser, each
+# one goes from not represented to fully represented, over a narrow range of sparsity
+# (section 8 isolates this change in the paper's phase diagram). We measure two things per
+# feature, as the paper's plots of $\lVert W_i \rVert$ do: its norm (is it represented at all?) and how much other
 # features share its direction, $\sum_{j \ne i} (\hat W_i \cdot W_j)^2$ with
 # $\hat W_i = W_i / \lVert W_i \rVert$ (0 means the feature has a direction of its own).
 #
@@ -390,7 +390,9 @@ plt.show()
 # geometric arrangement (the horizontal lines). The black line is the average number of
 # dimensions per represented feature, `d_hidden` divided by the number of features with
 # norm above 0.5 (the paper writes $d_{hidden} / \lVert W \rVert_F^2$, the same number
-# when represented features have norm 1; counting them does not assume it).
+# when represented features have norm 1; counting them does not assume it). For the dense
+# instance, whose norms spread out between 0 and 1, "represented" is ambiguous and its
+# point on the line says little.
 # **Expect** (at the small `ci` size the picture is noisier than the paper's): scattered
 # values for dense features (the spread-out norms from before), then clusters, e.g. at 1/2
 # (antipodal pairs), with fewer points in between; the sparsest models crowd all features
@@ -699,11 +701,13 @@ widgets.toy_model_explorer(explorer_model, explorer_probs, explorer_decays)
 # - A model can represent more features than dimensions by superposing them; it does so
 #   only when features are sparse, and the importance of a feature decides whether it gets
 #   a direction at all.
-# - The transition is sharp (a phase change), and the resulting geometry is discrete:
+# - Whether a feature gets a direction of its own, none, or a shared one changes sharply
+#   with sparsity and relative importance (the phase diagram), and the geometry is discrete:
 #   antipodal pairs, triangles, pentagons, tetrahedra, visible as fractions in the feature
 #   dimensionality.
 # - Correlated features are kept orthogonal; anticorrelated ones can share a line
-#   (antipodal) at no cost, though training does not always find that arrangement.
+#   (antipodal) at no cost, though training does not always find that arrangement: train
+#   several starts (free with the batched model) and keep the best.
 # - With a privileged basis, superposition shows up as polysemantic neurons.
 #
 # Next, notebook 02 trains sparse autoencoders on exactly these toy models and checks
