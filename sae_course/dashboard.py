@@ -61,13 +61,15 @@ N_LABELS = 5
 """Best labels shown in the ground-truth panel."""
 WINDOW = (12, 4)
 """Tokens before and after the focus token of an example."""
-SHORTLIST = 512
+SHORTLIST = 128
 """Token search on a big SAE x vocabulary: the latents ranked exactly (by the token's logit)."""
 EXACT_SEARCH_MAX = 20_000_000
 """Token search ranks every live latent exactly when d_sae x d_vocab is at most this."""
 MAX_OWN_TOKENS = 256
 """Own text is cut to this many tokens (or the model's context, if shorter)."""
 NO_LABEL = "(choose a label)"
+DULL_LABELS = ("special",)
+"""Labels whose best latent is not shown first (StoryWorld's document separator)."""
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -272,17 +274,22 @@ class FeatureDashboard:
                          layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start")),
             self.top_html,
             self.quantile_html,
-            widgets.HBox([self.own_text, self.own_button]),
+            widgets.HBox([self.own_text, self.own_button],
+                         layout=widgets.Layout(margin="12px 0 0 0")),
             self.own_html,
         ])
 
     # ---- choosing a latent ----------------------------------------------------------------
     def default_latent(self) -> int:
-        """The latent shown first: the one with the best F1 for any label (with `scores`),
-        else the first that fires."""
+        """The latent shown first: the one with the best F1 for any label but `DULL_LABELS`
+        (with `scores`), else the first that fires."""
         if self.scores is not None:
-            best = self.scores.f1.max(dim=1).values.clone()
-            best[~self.live] = -1.0
+            f1 = self.scores.f1.clone()
+            boring = [j for j, n in enumerate(self.scores.names) if n in DULL_LABELS]
+            if len(boring) < f1.shape[1]:
+                f1[:, boring] = -1.0
+            best = f1.max(dim=1).values
+            best[~self.live] = -2.0
             return int(best.argmax())
         return int(self.live.int().argmax())
 
@@ -417,9 +424,13 @@ class FeatureDashboard:
         """`features.logit_lens` from the dashboard's CPU copies of W_dec and W_U."""
         logits = decoder_logits(self.W_dec, self.W_U, latent)
         top, bottom = logits.topk(k), (-logits).topk(k)
-        names = self.tokenizer.convert_ids_to_tokens
-        return LogitLens(latent, _readable(names(top.indices.tolist())), top.values.tolist(),
-                         _readable(names(bottom.indices.tolist())), (-bottom.values).tolist())
+        def names(ids: list[int]) -> list[str]:  # ids the tokenizer lacks read as #id
+            found = self.tokenizer.convert_ids_to_tokens(ids)
+            return _readable([f"#{i}" if t is None else t for i, t in zip(ids, found,
+                                                                          strict=True)])
+
+        return LogitLens(latent, names(top.indices.tolist()), top.values.tolist(),
+                         names(bottom.indices.tolist()), (-bottom.values).tolist())
 
     def _lens_html(self, latent: int) -> str:
         lens = self.logit_lens(latent)
@@ -498,7 +509,8 @@ class FeatureDashboard:
                 continue
             parts.append(f"<div style='font-size:11px;color:#555'>band {b + 1} of {N_BANDS}: "
                          f"{float(inside.min()):.2f} to {float(inside.max()):.2f}</div>")
-            parts.append(self._example_rows(by_band[b], latent))
+            examples = sorted(by_band[b], key=lambda e: -e.activation)
+            parts.append(self._example_rows(examples, latent))
         return "".join(parts)
 
     # ---- your own text --------------------------------------------------------------------
@@ -564,13 +576,22 @@ class FeatureDashboard:
         """Show the dashboard in the notebook (once per cell: leaving the object last in the
         same cell does not show it a second time)."""
         self._shown_in = _execution_count()
-        display(self.widget)
+        if self._shown_in is not None or _in_ipython():
+            display(self.widget)  # outside IPython there is nothing to show it in
 
     def _ipython_display_(self) -> None:
         count = _execution_count()
         if count is not None and count == getattr(self, "_shown_in", None):
             return  # feature_dashboard(...) already showed it in this cell
         self.display()
+
+
+def _in_ipython() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return False
+    return get_ipython() is not None
 
 
 def _execution_count() -> int | None:

@@ -203,3 +203,17 @@ def test_neuronpedia_link_only_for_gpt2_small_res_jb(model, ctx):
     assert f"https://www.neuronpedia.org/gpt2-small/8-res-jb/{latent}" in dash.status.value
     dash.index_box.value = (latent + 1) % 64
     assert f"8-res-jb/{(latent + 1) % 64}'" in dash.status.value
+
+
+def test_shown_once_per_cell(monkeypatch, model, sae, acts):
+    shown = []
+    count = {"n": 5}
+    monkeypatch.setattr(D, "display", lambda w: shown.append(w))
+    monkeypatch.setattr(D, "_execution_count", lambda: count["n"])
+    dash = D.feature_dashboard(model, sae, acts)  # e.g. `dash = feature_dashboard(...)`
+    assert shown == [dash.widget]
+    dash._ipython_display_()  # `feature_dashboard(...)` left last in the same cell
+    assert len(shown) == 1
+    count["n"] = 6  # `dash` alone in a later cell shows it again
+    dash._ipython_display_()
+    assert len(shown) == 2
