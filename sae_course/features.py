@@ -121,12 +121,14 @@ def _pack(tokens: Tensor, cols: Tensor, rows: Tensor, values: Tensor, d_sae: int
 @torch.no_grad()
 def latent_activations(
     model: Any, sae: SAE, contexts: Any, hook_name: str | None = None, batch_size: int = 16,
-    progress: bool = True,
+    progress: bool = True, activations: Tensor | None = None,
 ) -> LatentActivations:
     """Encode the activations at the SAE's hook over `contexts` (a `LabelledContexts` or
     [n, context_len] token ids, each context starting with BOS), in batches of contexts.
 
-    The hook defaults to `sae.cfg.extra["hook_name"]`. Memory: one batch of dense latents at
+    The hook defaults to `sae.cfg.extra["hook_name"]`. `activations` [n, context_len, d]: the
+    model's activations at that hook over the same contexts, harvested once (e.g. to encode
+    them with several SAEs); the model is then not run. Memory: one batch of dense latents at
     a time, plus the non-zero activations kept (refused beyond `MAX_STORED_ACTIVATIONS`).
     """
     tokens = getattr(contexts, "tokens", contexts)
@@ -137,14 +139,20 @@ def latent_activations(
     if hook_name is None:
         raise ValueError("This SAE does not record its hook (cfg.extra['hook_name']): pass "
                          "hook_name=..., e.g. 'blocks.2.hook_resid_pre'.")
-    check_hook_name(model, hook_name)
+    if activations is None:
+        check_hook_name(model, hook_name)
+    elif activations.shape[:2] != tokens.shape:
+        raise ValueError(f"activations cover {tuple(activations.shape[:2])} (contexts, positions) "
+                         f"but the contexts are {tuple(tokens.shape)}: harvest them from the "
+                         "same contexts.")
     cols, rows, vals = [], [], []
     stored = 0
     L = tokens.shape[1]
     for start in tqdm(range(0, len(tokens), batch_size), desc="latent activations",
                       disable=not progress):
         batch = tokens[start:start + batch_size]
-        acts = harvest(model, batch, hook_name).to(sae.device, sae.dtype)
+        acts = (harvest(model, batch, hook_name) if activations is None
+                else activations[start:start + batch_size]).to(sae.device, sae.dtype)
         lat = sae.encode(acts)
         lat[:, 0] = 0  # BOS
         c, p, j = lat.nonzero(as_tuple=True)

@@ -83,8 +83,10 @@ print(settings)
 # **Why.** Interpreting a latent starts from where it fires. We take the main SAE of the
 # shipped suite (TopK, 1536 latents, k = 16, on `blocks.2.hook_resid_pre` of the offline
 # model; notebook 04 measured it) and run it over StoryWorld contexts that were never used in
-# training, with their labels (`labelled_contexts`). `features.latent_activations` encodes
-# them in batches and keeps only the non-zero activations, latent by latent, so that one
+# training, with their labels (`labelled_contexts`). The residual stream at the hook is
+# harvested once (every SAE of this notebook reads it, and so do the probes of section 8);
+# `features.latent_activations` encodes it in batches and keeps only the non-zero
+# activations, latent by latent (without `activations=` it runs the model itself), so that one
 # latent's activations over every token are a single slice. The BOS token that starts every
 # context is left out: many latents fire on it for reasons of position, not meaning.
 #
@@ -100,7 +102,9 @@ hook_name = next(p.hook_name for p in suite if p.role == "main")
 sae = pretrained.load_pretrained(RELEASE, main_id)
 n_contexts = settings.scale(ci=128, laptop=384, gpu=384)
 ctx = labelled_contexts(model.tokenizer, n_contexts, seed=settings.seed + 50_000)
-acts = feat.latent_activations(model, sae, ctx)
+residual = torch.cat([harvest(model, ctx.tokens[i:i + 32], hook_name)  # the SAE's input,
+                      for i in range(0, len(ctx), 32)])                 # harvested once
+acts = feat.latent_activations(model, sae, ctx, activations=residual)
 print(f"SAE {main_id}: {sae.cfg.d_sae} latents at {hook_name}")
 print(f"{len(ctx)} contexts, {acts.n_counted:,} tokens (BOS excluded), "
       f"{len(acts.values):,} non-zero activations = {len(acts.values) / acts.n_counted:.1f} "
@@ -400,8 +404,6 @@ checks.interpret.test_k_sparse_probe(k_sparse_probe)
 # `sentiment=positive`. The k = 1 probe, with balanced classes, has no such blind spot.
 
 # %%
-residual = torch.cat([harvest(model, ctx.tokens[i:i + 32], hook_name)
-                      for i in range(0, len(ctx), 32)])
 scored_labels = settings.scale(  # at ci, one character's name and no single subtopic words
     ci=[n for n in FEATURES if not n.startswith(("entity=", "subtopic_word=")) or n == "entity=Mara"],
     laptop=FEATURES, gpu=FEATURES)
@@ -555,7 +557,8 @@ checks.interpret.test_match_latents(match_latents)
 widths = sorted((p for p in suite if p.role in ("width", "main")), key=lambda p: p.d_sae)
 family = {p.d_sae: pretrained.load_pretrained(RELEASE, p.sae_id) for p in widths}
 family_acts = {d: (acts if d == sae.cfg.d_sae else
-                   feat.latent_activations(model, s, ctx, progress=False))
+                   feat.latent_activations(model, s, ctx, progress=False,
+                                           activations=residual))
                for d, s in family.items()}
 family_scores = {d: sc.label_scores(a, labels_flat, FEATURES) for d, a in family_acts.items()}
 name_column = FEATURES.index("entity_type=character")
@@ -671,7 +674,7 @@ if matryoshka_id is None:
     print("This copy of the suite has no Matryoshka SAE.")
 else:
     mat = pretrained.load_pretrained(RELEASE, matryoshka_id)
-    mat_acts = feat.latent_activations(model, mat, ctx, progress=False)
+    mat_acts = feat.latent_activations(model, mat, ctx, progress=False, activations=residual)
     mat_scores = sc.label_scores(mat_acts, labels_flat, FEATURES)
     mat_absorbed = splitting.absorption(mat_acts, labels_flat, FEATURES, name_pairs,
                                         mat_scores.f1)
@@ -711,7 +714,8 @@ else:
     seeded = {i: pretrained.load_pretrained(RELEASE, i) for i in seed_ids}
     rows = []
     for i, s in seeded.items():
-        a = acts if i == main_id else feat.latent_activations(model, s, ctx, progress=False)
+        a = acts if i == main_id else feat.latent_activations(model, s, ctx, progress=False,
+                                                              activations=residual)
         f1 = sc.label_scores(a, labels_flat, FEATURES).f1
         ab = splitting.absorption(a, labels_flat, FEATURES, name_pairs, f1)
         best = f1.max(dim=0).values

@@ -29,6 +29,8 @@ def measured():
     acts = feat.latent_activations(offline_model, sae, ctx, progress=False)
     residual = torch.cat([harvest(offline_model, ctx.tokens[i:i + 32], MAIN.hook_name)
                           for i in range(0, len(ctx), 32)])
+    again = feat.latent_activations(None, sae, ctx, progress=False, activations=residual)
+    assert torch.equal(again.rows, acts.rows) and torch.allclose(again.values, acts.values)
     cards = {c.label: c for c in sc.scorecard(acts, ctx, LABELS, residual=residual,
                                               n_per_class=200, progress=False)}
     return sae, ctx, acts, cards
