@@ -47,7 +47,8 @@ Architectures (`SAEConfig.architecture`):
 
 Files follow SAELens 6: a folder with `cfg.json` and `sae_weights.safetensors` holding
 `W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc [d_sae]`, `b_dec [d_in]` (and `threshold
-[d_sae]` for JumpReLU/BatchTopK), so SAELens reads what `SAE.save` writes and `SAE.load` reads
+[d_sae]` for JumpReLU/BatchTopK; a Gated SAE has `b_gate`, `r_mag`, `b_mag` instead of
+`b_enc`), so SAELens reads what `SAE.save` writes and `SAE.load` reads
 SAELens's files. cfg.json's `metadata` block holds where the SAE reads and what it was trained
 on; `SAE.load` puts it in `cfg.extra`, so `cfg.extra["hook_name"]` and `cfg.extra["model_name"]`
 are there for every file that records them. Saving replaces the folder as a whole; loading
@@ -1012,7 +1013,7 @@ def read_config(raw: Any, path: Path = Path(CONFIG_FILE)) -> FileLayout:
 
     Every key must be known; keys that change the computation are implemented or refused
     (normalize_activations other than "none"/"expected_average_only_in", hook_z reshaping,
-    a finetuning scaling factor, architectures other than standard/topk/jumprelu); a TopK
+    a finetuning scaling factor, architectures other than standard/topk/jumprelu/gated); a TopK
     config must give k. SAELens TopK's `rescale_acts_by_decoder_norm` is folded into the
     weights at load (exact: encode multiplies the pre-activations by the decoder row norms,
     decode divides by them). The metadata block (or its keys at the top level) goes to
