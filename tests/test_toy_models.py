@@ -355,3 +355,39 @@ def test_checks_accept_equivalent_implementations(capsys):
     toy.test_train(train)
     toy.test_toy_model_forward(Toy)
     assert capsys.readouterr().out.count("\N{CHECK MARK}") == 6
+
+
+# ----------------------------------------------------- several starts and the phase diagram
+
+
+def test_best_of_starts_picks_the_lowest_loss_and_counts_stuck_starts():
+    loss = torch.tensor([0.30, 0.10, 0.1004, 0.50, 0.20, 0.20])
+    best, stuck = tm.best_of_starts(loss, 3)
+    assert best.tolist() == [1, 4]
+    assert stuck.tolist() == [1, 1]  # 0.1004 is within 5% of 0.10; 0.30 and 0.50 are stuck
+    with pytest.raises(ValueError, match="n_starts"):
+        tm.best_of_starts(loss, 4)
+
+
+def test_phase_diagram_tables_and_regimes():
+    prob, imp = tm.phase_diagram_tables([1.0, 0.1], [0.5, 2.0, 4.0], n_starts=2)
+    assert prob.shape == imp.shape == (12, 2)
+    assert torch.allclose(prob[:, 0], torch.tensor([1.0, 1.0, 0.1, 0.1] * 3))
+    assert torch.equal(prob[:, 0], prob[:, 1])
+    assert imp[:, 0].eq(1).all() and imp[::4, 1].tolist() == [0.5, 2.0, 4.0]
+    W = torch.tensor([[[1.0, 0.0]], [[0.0, -1.0]], [[1.0, -0.9]], [[0.0, 0.0]]])
+    assert tm.extra_feature_regime(W).tolist() == [0, 1, 2, 0]
+    assert tm.extra_feature_regime(W, threshold=0.95).tolist() == [0, 1, 0, 0]
+    from sae_course import plotting
+
+    fig = plotting.plot_phase_diagram(torch.tensor([[0, 2], [1, 2]]), [1.0, 0.1], [0.5, 2.0],
+                                      n_stuck=torch.tensor([[0, 1], [0, 0]]))
+    assert fig.axes[0].images[0].get_array().shape == (2, 2)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_dimensions_per_feature_counts_represented_features():
+    W = torch.tensor([[[0.6, 0.0, 0.0], [0.0, 0.6, 0.1]]])  # 2 represented, norms 0.6 not 1
+    assert tm.dimensions_per_feature(W).item() == pytest.approx(1.0)
