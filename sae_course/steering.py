@@ -359,6 +359,9 @@ def continuation_perplexity(model: Any, prompts: Sequence[Tensor],
     return math.exp(total / count) if count else float("nan")
 
 
+SENTENCE_ENDS = (".", "!", "?", '."', '!"', '?"')
+"""How a complete sentence ends (a closing quote alone may sit mid-sentence: '"Hot," said')."""
+
 _WORD = re.compile(r"[A-Za-z]+|\d+|[.,!?:\"]")
 
 
@@ -378,7 +381,7 @@ def well_formed_fraction(texts: Sequence[str]) -> float:
     good = total = 0
     for text in texts:
         verdicts = sentence_validity(text)
-        if verdicts and not verdicts[-1][0].endswith((".", "!", "?", '"')):
+        if verdicts and not verdicts[-1][0].endswith(SENTENCE_ENDS):
             verdicts = verdicts[:-1]
         good += sum(ok for _, ok in verdicts)
         total += len(verdicts)

@@ -217,6 +217,7 @@ def test_repetition_and_well_formed_sentences():
     good = sw.generate_story(0).text
     assert st.well_formed_fraction([good]) == 1.0
     assert st.well_formed_fraction([good + " The regolith"]) == 1.0  # cut-off end ignored
+    assert st.well_formed_fraction([good + ' "The pot is hot,"']) == 1.0
     assert st.well_formed_fraction(["Blue fish sing loudly. " + good]) < 1.0
 
 
