@@ -51,6 +51,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sae_course import activations as acts_lib
 from sae_course import checks, probing
@@ -607,7 +608,9 @@ shutil.rmtree(cache_dir)  # a demo cache; for real runs pass a folder you keep
 n_probe = settings.scale(ci=48, laptop=160, gpu=256)
 probe_ctx = sw.labelled_contexts(model.tokenizer, n_probe, context_len=min(128, cfg.n_ctx),
                                  seed=settings.seed + 1)
-probe_resid = acts_lib.residual_stream(model, probe_ctx.tokens).cpu()
+probe_resid = torch.cat([acts_lib.residual_stream(model, batch).cpu()  # [layers, batch, pos, d]
+                         for batch in tqdm(probe_ctx.tokens.split(16), desc="residual stream")],
+                        dim=1)
 layer_names = acts_lib.residual_hook_names(cfg.n_layers)
 probe_all = probing.probe_story_factors(probe_resid, layer_names, probe_ctx)
 probe_shown = probing.probe_story_factors(probe_resid, layer_names, probe_ctx, after_shown=True)
@@ -638,7 +641,8 @@ for factor in sw.STORY_FACTORS:
 # (`blocks.0`) know little, and each factor becomes readable after one or two blocks, once
 # attention has looked back at the words that show it. Sentiment is the most readable, above 0.8
 # at `blocks.2` on the tokens after the story showed it. Topic and subtopic are far above chance,
-# yet a straight line reads them right only about half the time (between 0.4 and 0.7), although
+# yet on the tokens after the story showed them a straight line reads them right only about half
+# the time (between 0.4 and 0.7; lower on all tokens), although
 # the model predicts topic words without a single mistake (its model card). So the model does
 # not keep the story's topic written along one fixed direction at every token; it fetches it
 # from earlier words where the next word needs it. Keep this in mind for notebook 05: a factor
