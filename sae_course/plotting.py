@@ -394,8 +394,10 @@ def plot_frontier(
 ) -> Figure:
     """The L0-vs-reconstruction frontier (left) and L0 vs MMCS (right), one line per
     architecture. `frontier`: label -> the `evaluation.evaluate_sae` dicts of its sweep (keys
-    "l0", "explained_variance", "mmcs"). `true_l0`, when known, is drawn as a dotted line."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    "l0", "explained_variance", "mmcs"). `true_l0`, when known, is drawn as a dotted line.
+    The figure is 9.2 in wide (about 920 px, JupyterLab's notebook width) with one legend for
+    both panels below them, so its text keeps its size in the notebook."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.2, 4.2), layout="constrained")
     for label, points in frontier.items():
         l0 = [p["l0"] for p in points]
         axes[0].plot(l0, [p["explained_variance"] for p in points], marker="o", label=label)
@@ -407,13 +409,14 @@ def plot_frontier(
     for ax in axes:
         if true_l0 is not None:
             ax.axvline(true_l0, color="grey", ls=":", lw=1)
-        ax.legend()
+    if frontier:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
+                   ncol=min(len(frontier), 5), fontsize=9, frameon=False)
     known = f"{n_features} known features" if n_features is not None else "known features"
     title = f"All architectures on {known}"
     if true_l0 is not None:
         title += f" (dotted: the data's true L0 ≈ {true_l0:.1f})"
-    fig.suptitle(title)
-    fig.tight_layout()
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -444,11 +447,12 @@ def plot_decoder_snapshot(
 ) -> Figure:
     """One decoder snapshot against the true features. Left: every feature's cosine with every
     decoder row (rows in `row_order`, by default grouped by their best feature); right: each
-    feature's best cosine, with its MMCS and how many are recovered in the title."""
+    feature's best cosine, with its MMCS and how many are recovered in the title. 9.2 in wide
+    (about 920 px), the width of a notebook in JupyterLab."""
     cos = ev.cosine_matrix(true_features.detach().cpu(), W_dec.detach().cpu())
     if row_order is None:
         row_order = cos.argmax(0).argsort()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(9.2, 3.6))
     image = axes[0].imshow(_np(cos[:, row_order]), cmap=SIGNED_CMAP, vmin=-1, vmax=1,
                            aspect="auto")
     fig.colorbar(image, ax=axes[0], label="cosine")

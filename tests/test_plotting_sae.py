@@ -62,6 +62,9 @@ def test_frontier_two_panels_one_line_per_architecture():
     assert "64 known features" in fig._suptitle.get_text()
     assert "2.5" in fig._suptitle.get_text()
     assert all(len(ax.lines) == 2 for ax in plotting.plot_frontier(frontier).axes)
+    # one legend for both panels, and no wider than JupyterLab's notebook (~950 px at dpi 100)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ReLU + L1", "TopK"]
+    assert fig.get_size_inches()[0] <= 9.5
 
 
 def test_dead_latents_one_line_per_run():
@@ -89,6 +92,7 @@ def test_decoder_snapshot_heatmap_and_bars():
     assert len(heat.images) == 1 and heat.images[0].get_array().shape == (4, 8)
     assert len(bars.patches) == 4 and len(bars.lines) == 1  # one bar per feature, threshold
     assert bars.get_title() == "step 40: MMCS 1.000, recovered 4/4"
+    assert fig.get_size_inches()[0] <= 9.5  # fits JupyterLab's notebook width at dpi 100
     # rows grouped by the feature each matches best: that feature never decreases along them
     order = plotting.decoder_row_order(features, W)
     assert sorted(order.tolist()) == list(range(8))
