@@ -82,6 +82,10 @@ class LatentActivations:
         out[rows] = vals
         return out.reshape(self.tokens.shape)
 
+    def entry_latents(self) -> Tensor:
+        """The latent of every stored activation (aligned with `rows` and `values`)."""
+        return torch.repeat_interleave(torch.arange(self.d_sae), self.firing_counts())
+
     def firing_counts(self) -> Tensor:
         """[d_sae] how many counted tokens each latent fires on."""
         return self.ptr.diff()
@@ -92,7 +96,7 @@ class LatentActivations:
 
     def fired_matrix(self) -> Tensor:
         """A sparse [d_sae, n_tokens] float matrix of 1s where each latent fires (flat order)."""
-        cols = torch.repeat_interleave(torch.arange(self.d_sae), self.firing_counts())
+        cols = self.entry_latents()
         return torch.sparse_coo_tensor(torch.stack([cols, self.rows]),
                                        torch.ones(len(self.rows)),
                                        (self.d_sae, self.tokens.numel()),
@@ -104,7 +108,7 @@ class LatentActivations:
         keep = torch.zeros(self.tokens.numel(), dtype=torch.bool)
         keep[rows] = True
         keep &= self.counted.reshape(-1)
-        cols = torch.repeat_interleave(torch.arange(self.d_sae), self.firing_counts())
+        cols = self.entry_latents()
         mask = keep[self.rows]
         return _pack(self.tokens, cols[mask], self.rows[mask], self.values[mask], self.d_sae,
                      keep.reshape(self.tokens.shape))

@@ -133,7 +133,7 @@ def dense_rows(acts: LatentActivations, rows: Tensor) -> Tensor:
     """[len(rows), d_sae] the latents at these flat token positions."""
     where = torch.full((acts.tokens.numel(),), -1, dtype=torch.long)
     where[rows] = torch.arange(len(rows))
-    cols = torch.repeat_interleave(torch.arange(acts.d_sae), acts.firing_counts())
+    cols = acts.entry_latents()
     slot = where[acts.rows]
     keep = slot >= 0
     out = torch.zeros(len(rows), acts.d_sae)

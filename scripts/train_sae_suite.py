@@ -39,6 +39,7 @@ from sae_course.files import write_folder_atomic  # noqa: E402
 from sae_course.models import load_model  # noqa: E402
 from sae_course.pretrained import SUITE_DIR, SUITE_RELEASE  # noqa: E402
 from sae_course.sae import SAE, SAEConfig  # noqa: E402
+from sae_course.splitting import counterpart_fraction  # noqa: E402
 from sae_course.training import TrainConfig, train_sae  # noqa: E402
 
 TRAIN_SEED = 10_000  # StoryWorld stream of the training contexts
@@ -161,14 +162,6 @@ def train_one(spec: Spec, acts: torch.Tensor, scale: float, args: argparse.Names
     return sae.eval()
 
 
-def counterpart_fraction(a: SAE, b: SAE, threshold: float = 0.9) -> float:
-    """Share of a's latents whose decoder direction has a cosine >= threshold in b."""
-    wa = torch.nn.functional.normalize(a.W_dec.detach().float(), dim=-1)
-    wb = torch.nn.functional.normalize(b.W_dec.detach().float(), dim=-1)
-    best = (wa @ wb.T).max(dim=-1).values
-    return float((best >= threshold).float().mean())
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.merge:
@@ -276,7 +269,8 @@ def _seed_report(ids: list[str], saes: dict[str, SAE]) -> dict:
     if len(ids) < 2:
         return {}
     pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]]
-    shared = {f"{a} vs {b}": counterpart_fraction(saes[a], saes[b]) for a, b in pairs}
+    shared = {f"{a} vs {b}": counterpart_fraction(saes[a].W_dec, saes[b].W_dec)
+              for a, b in pairs}
     mmcs = {f"{a} vs {b}": float(mean_max_cosine_similarity(
         saes[a].W_dec.detach(), saes[b].W_dec.detach())) for a, b in pairs}
     return {"ids": ids, "shared_latents_cos_0.9": shared, "mmcs": mmcs}
