@@ -120,8 +120,9 @@ print(f"{len(ctx)} contexts, {acts.n_counted:,} tokens (BOS excluded), "
 # 1536 is 1.04% on average.
 #
 # **Expect:** a hump between about 10^-3 and 10^-1, a handful of dense latents to the right
-# (firing on more than 10% of tokens), and the latents that never fired on these tokens
-# counted apart (they are not necessarily dead: notebook 04 measured dead latents over many
+# (firing on more than 10% of tokens), a ragged left edge of tall single bars (latents that
+# fired on only one, two or three of these tokens: each count is one bar), and the latents that
+# never fired on these tokens counted apart (they are not necessarily dead: notebook 04 measured dead latents over many
 # more tokens).
 
 # %%
