@@ -43,7 +43,7 @@ TEXT_PROGRESS = re.compile(r"\d+%\|.*\|")  # tqdm's text bar, as printed without
 WIDGET_REPR = re.compile(
     r"^(VBox|HBox|Box|IntSlider|FloatSlider|SelectionSlider|FloatProgress|IntProgress|Output|"
     r"HTML|Label|Button|Dropdown|Text|IntText|Textarea)\(|"
-    r"<sae_course\.(widgets|dashboard)[.\w]*( object)? at 0x"
+    r"<sae_course\.(widgets|dashboard|playground)[.\w]*( object)? at 0x"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

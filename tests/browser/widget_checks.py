@@ -19,7 +19,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
-WIDGET_MODULES = ("sae_course.widgets", "sae_course.dashboard")
+WIDGET_MODULES = ("sae_course.widgets", "sae_course.dashboard", "sae_course.playground")
 """The modules (or packages) whose public classes are widgets needing a browser check."""
 
 
@@ -98,9 +98,23 @@ WIDGET_CHECKS: dict[str, WidgetCheck] = {
             Move("latent", "type", text="99999"),  # no such latent: a message, not a traceback
         ),
     ),
+    "SteeringPlayground": WidgetCheck(  # notebook 06 (steering)
+        shown_by=r"\bsteering_playground\(|\bSteeringPlayground\(",
+        moves=(
+            Move("method", "select", text="SAE latent: clamp"),
+            Move("latent", "type", text="100"),
+            Move("alpha", "drag", to=0.8),
+            Move("prompt", "type", text="Mara was a cook. Mara had a cat called Tom.",
+                 submit="generate"),
+            Move("latent", "type", text="99999"),  # no such latent: a message, not a traceback
+        ),
+    ),
 }
 
-NOT_WIDGETS: dict[str, str] = {}
+NOT_WIDGETS: dict[str, str] = {
+    "ScoredText": "a record: one continuation of the steering playground and its scores",
+    "PlaygroundRun": "a record: what one click of the steering playground's generate made",
+}
 
 
 def slider(view: WebElement, control: str) -> WebElement:
