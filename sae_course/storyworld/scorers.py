@@ -125,6 +125,16 @@ def classify_tense(text: str) -> str | None:
     return "present" if c["present"] > c["past"] else "past" if c["past"] > c["present"] else None
 
 
+def concept_vocabulary(concept: str) -> dict[str, str]:
+    """word -> value for the words each scorer counts: "topic", "subtopic", "sentiment" or
+    "tense" (for tense, the verb forms that show it)."""
+    vocabularies = {"topic": TOPIC_OF_WORD, "subtopic": SUBTOPIC_OF_WORD,
+                    "sentiment": SENTIMENT_OF_WORD, "tense": _TENSE_OF_FORM}
+    if concept not in vocabularies:
+        raise ValueError(f"Unknown concept {concept!r}: choose one of {', '.join(vocabularies)}.")
+    return dict(vocabularies[concept])
+
+
 def topic_prompt(story: Story, n_topic_words: int = 2) -> str:
     """The start of `story` up to the end of the sentence holding its `n_topic_words`-th word
     of the story's topic (the whole text if it has fewer): a prompt whose topic is clear."""
