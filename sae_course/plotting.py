@@ -7,6 +7,7 @@ Part 02 (SAEs on toy models): each true feature's best decoder match, the L0-vs-
 frontier with feature recovery, dead latents during training, and one W_dec snapshot.
 Part 04 (SAEs on a language model): training curves (the training monitor draws them too),
 firing-density histograms, and the L0-vs-CE-gap frontier of a suite of SAEs.
+Part 06 (steering): success against cost for every method, one panel per target.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sae_course import evaluation as ev
 from sae_course import toy_models as tm
 
 if TYPE_CHECKING:
+    from sae_course.steering_eval import SteeringPoint
     from sae_course.training import TrainResult
 
 # The one colormap for signed weights (and cosines) in every notebook: red positive, blue
@@ -581,4 +583,55 @@ def plot_ce_frontier(
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_steering_curves(
+    sweeps: Mapping[str, Sequence[SteeringPoint]], *, budget: float | None = None,
+    labels: Mapping[str, str] | None = None, split: str = "test",
+) -> Figure:
+    """Success against CE increase, one panel per target (`"concept=target" -> points`),
+    one line per method through its strengths in order, on the `split` prompts; a gray
+    dashed line at the CE `budget`. The x axis is linear up to 0.01 nats and logarithmic
+    beyond, so the cheap points near 0 and the costly ones both show. Methods keep one
+    colour, marker and line style across panels."""
+    labels = labels or {}
+    methods = list(dict.fromkeys(p.method for points in sweeps.values() for p in points))
+    n = len(sweeps)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    height = 2.7 * rows + 0.5
+    fig, axes = plt.subplots(rows, cols, figsize=(min(9.2, 3.1 * cols), height),
+                             squeeze=False, sharey=True)
+    colours = plt.get_cmap("tab10")
+    top = max((p.ce_increase for pts in sweeps.values() for p in pts), default=1.0)
+    for ax, (key, points) in zip(axes.flat, sweeps.items(), strict=False):
+        for i, method in enumerate(methods):
+            pts = sorted((p for p in points if p.method == method and p.split == split),
+                         key=lambda p: p.strength)
+            if not pts:
+                continue
+            ax.plot([p.ce_increase for p in pts], [p.success for p in pts],
+                    marker="os^vDPX*"[i % 8], ms=4, lw=1.2, color=colours(i % 10),
+                    ls="-" if i % 2 == 0 else "--", label=labels.get(method, method))
+        if budget is not None:
+            ax.axvline(budget, color="0.4", lw=1.0, ls=":")
+            ax.text(budget, 0.02, " budget", color="0.4", fontsize=7)
+        ax.set_xscale("symlog", linthresh=0.01, linscale=0.5)
+        ax.set_xlim(-0.004, max(top, budget or 0.0) * 1.5)
+        ticks = [0.0] + [t for t in (0.01, 0.1, 1.0, 10.0) if t < max(top, 0.02) * 1.5]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("CE increase (nats)")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"success ({split} prompts)")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.5 / height, 1, 1))
     return fig

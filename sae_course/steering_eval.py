@@ -190,7 +190,7 @@ def add_method(model: Any, hook_name: str, direction: Tensor) -> Method:
 def clamp_method(model: Any, sae: SAE, latent: int) -> Method:
     """Clamp `latent` to strength / |W_dec[latent]|, so that where the latent was silent the
     clamp adds a vector of norm `strength` (as `add_method` would)."""
-    norm = float(sae.W_dec[latent].norm())
+    norm = float(sae.W_dec[latent].detach().norm())
     return lambda s: Steer((st.clamp(model, sae, latent, s / norm),) if s else ())
 
 
@@ -432,7 +432,8 @@ def sweep(data: SteeringData, concept: str, target: str, methods: dict[str, Meth
 def choose_strength(points: Sequence[SteeringPoint], method: str, budget: float) -> float:
     """The strength of `method` with the highest success on the *training* prompts among
     those whose CE increase is within `budget` (ties: the cheaper one). Strength 0 (the clean
-    model) is always allowed, so the answer exists."""
+    model) costs nothing, so a sweep that includes it always has an answer; in one that does
+    not and where nothing fits, the weakest strength swept."""
     train = [p for p in points if p.method == method and p.split == "train"]
     if not train:
         raise ValueError(f"No training points for method {method!r}.")
@@ -501,14 +502,19 @@ def steering_table(points: Sequence[SteeringPoint], concept: str, target: str,
     return rows
 
 
+def _cost(x: float) -> float:
+    """A CE increase for printing: below 0.0005 nats in size it prints as 0.000, not -0.000."""
+    return x if abs(x) >= 0.0005 else 0.0
+
+
 def format_table(rows: Sequence[TableRow], budget: float, level: float = 0.5) -> str:
     """A plain-text table of `steering_table` rows."""
     lines = [f"{'target':18s} {'method':24s} {'strength':>8s} {'success':>7s} {'CE+':>6s} "
              f"{f'CE+ to {level:g}':>10s}   (budget CE+ <= {budget:g}; success on held-out "
              f"prompts)"]
     for r in rows:
-        reach = "never" if math.isinf(r.cost_to_half) else f"{r.cost_to_half:.3f}"
+        reach = "never" if math.isinf(r.cost_to_half) else f"{_cost(r.cost_to_half):.3f}"
         name = METHOD_LABELS.get(r.method, r.method)
         lines.append(f"{r.concept + '=' + r.target:18s} {name:24s} {r.strength:8.2f} "
-                     f"{r.success:7.2f} {r.ce_increase:6.3f} {reach:>10s}")
+                     f"{r.success:7.2f} {_cost(r.ce_increase):6.3f} {reach:>10s}")
     return "\n".join(lines)

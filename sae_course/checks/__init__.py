@@ -13,7 +13,7 @@ __all__ = ["CheckFailed"]
 
 # Part name -> module; imported on first use so one part's heavy imports do not slow another.
 _PARTS = {"toy": "toy", "toy_sae": "toy_sae", "activations": "activations", "lm_sae": "lm_sae",
-          "interpret": "interpret"}
+          "interpret": "interpret", "steer": "steer"}
 
 
 def __getattr__(name: str):
