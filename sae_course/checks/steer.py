@@ -78,7 +78,10 @@ def test_steer(steer: Callable) -> None:
                           resid,
                           "alpha was ignored": resid + direction.to(dtype) * not_bos[..., None],
                           "the direction was normalised": resid + alpha * (
-                              direction / direction.norm()).to(dtype) * not_bos[..., None]})
+                              direction / direction.norm()).to(dtype) * not_bos[..., None],
+                          "only position 0 was left alone: use not_bos, which also marks left "
+                          "padding (and a cached step's position 0 is a new token, to steer)":
+                          _first_kept(resid + alpha * direction.to(dtype), resid)})
     passed(ex, "alpha * direction added at every non-BOS position, cached one-position passes "
                "included, inputs untouched, dtype kept (4 cases)")
 
@@ -105,6 +108,12 @@ def check_sae() -> SAE:
 
 
 GENERATION_PROMPTS = ("Mara is a teacher. Mara lives in", "Tom is a clerk.")
+
+
+def _first_kept(steered: Tensor, resid: Tensor) -> Tensor:
+    out = steered.clone()
+    out[:, 0] = resid[:, 0]
+    return out
 
 
 def test_steer_in_generation(steer: Callable, new_tokens: int = 8) -> None:
@@ -204,7 +213,9 @@ def test_clamp_latents(clamp_latents: Callable) -> None:
                           "SAE's reconstruction, not x edited)": no_error,
                           "value was added to the latents instead of setting them": added,
                           "only the first latent of the list was clamped": first,
-                          "nothing changed": x})
+                          "nothing changed (if you edited z in place, the error term "
+                          "x - decode(z) was computed from the edited z and cancelled the edit: "
+                          "clone z first)": x})
     passed(ex, "encode, set, decode, add back the error term; ReLU and TopK SAEs, several "
                "latents, inputs and SAE untouched (4 cases)")
 
@@ -386,10 +397,16 @@ def test_steering_cost(steering_cost: Callable) -> None:
         require(isinstance(got, tuple) and len(got) == 2, ex,
                 "return (ce_increase, kl), two numbers.")
         ce, kl = _cost_reference(clean, steered, tokens, bos_id)
+        shifted = tokens[:, 1:] != bos_id
+        ce_shift = float((next_token_loss(steered, tokens)
+                          - next_token_loss(clean, tokens))[shifted].double().mean())
         ce_all, kl_all = _cost_reference(clean, steered, tokens, -1)
         _, kl_reversed = _cost_reference(steered, clean, tokens, bos_id)
         for value, want, name, mistakes in (
-                (got[0], ce, "ce_increase", {"the BOS positions were counted": ce_all}),
+                (got[0], ce, "ce_increase", {"the BOS positions were counted": ce_all,
+                                             "the mask was taken on the predicted tokens "
+                                             "(tokens[:, 1:]), not on the positions that "
+                                             "predict them (tokens[:, :-1])": ce_shift}),
                 (got[1], kl, "kl", {"KL(steered || clean) instead of KL(clean || steered)":
                                     kl_reversed, "the BOS positions were counted": kl_all})):
             compare(torch.tensor(float(value), dtype=torch.float64),
@@ -469,8 +486,14 @@ def test_choose_strength(choose_strength: Callable) -> None:
         test = [p for p in points if p.method == method and p.split == "test"
                 and p.ce_increase <= budget]
         on_test = max(test, key=lambda p: (p.success, -p.ce_increase)).strength if test else None
+        train = {p.strength: p for p in points if p.method == method and p.split == "train"}
         hint = ""
-        if got == on_test:
+        if (got in train and want in train and got != want
+                and train[got].success == train[want].success
+                and train[got].ce_increase > train[want].ce_increase):
+            hint = (f" Strengths {want} and {got} tie on training success; a tie goes to the "
+                    "cheaper one.")
+        elif got == on_test:
             hint = " That is the best strength on the test prompts: choose on 'train' only."
         elif any(p.strength == got and p.ce_increase > budget for p in points
                  if p.method == method and p.split == "train"):
@@ -506,8 +529,18 @@ def test_pareto_front(pareto_front: Callable) -> None:
                  (q.success > p.success or q.ce_increase < p.ce_increase)
                  for p in got_l for q in points):
             hint = " A point you kept is beaten by another (as good on both axes, better on one)."
-        elif len(got_l) < len(want):
-            hint = " Two points that tie on both axes beat neither: keep both."
+        else:
+            missing = [p for p in want if all(p is not q for q in got_l)]
+            twins = all(any(q is not p and q.success == p.success
+                            and q.ce_increase == p.ce_increase for q in points)
+                        for p in missing)
+            if missing and twins:
+                hint = " Two points that tie on both axes beat neither: keep both."
+            elif missing:
+                p = missing[0]
+                hint = (f" You dropped ({p.success}, {p.ce_increase}), which no point beats: "
+                        "a point is beaten only by one at least as good on both axes and "
+                        "better on one.")
         raise CheckFailed(f"{ex}: on {len(points)} points you returned {len(got_l)}, expected "
                           f"{len(want)}: {[(p.success, p.ce_increase) for p in want]}.{hint}")
     passed(ex, "the undominated points by cost, ties kept (8 cases)")
