@@ -658,6 +658,10 @@ for key in sweeps:
 #   within the budget, and so does the prompt prefix, at a cost of its own (the text after
 #   it is predicted as if it continued the prefix).
 #
+# `docs/steering.md` has the same table for all 8 topics, both sentiments and both tenses
+# (written by `scripts/steering_report.py`, about 20 minutes on a laptop CPU), where the same
+# patterns hold across topics.
+#
 # With 8 to 24 prompts per set, the winner of a close race changes with the sample: a 0.1
 # difference in success is a difference of one or two prompts. The protocol does not remove
 # that noise; it keeps it from being mistaken for a method's strength. None of this is a
