@@ -604,7 +604,8 @@ def plot_steering_curves(
     fig, axes = plt.subplots(rows, cols, figsize=(min(9.2, 3.1 * cols), height),
                              squeeze=False, sharey=True)
     colours = plt.get_cmap("tab10")
-    top = max((p.ce_increase for pts in sweeps.values() for p in pts), default=1.0)
+    costs = [p.ce_increase for pts in sweeps.values() for p in pts if p.split == split]
+    top, bottom = max(costs, default=1.0), min(costs, default=0.0)
     for ax, (key, points) in zip(axes.flat, sweeps.items(), strict=False):
         for i, method in enumerate(methods):
             pts = sorted((p for p in points if p.method == method and p.split == split),
@@ -613,12 +614,13 @@ def plot_steering_curves(
                 continue
             ax.plot([p.ce_increase for p in pts], [p.success for p in pts],
                     marker="os^vDPX*"[i % 8], ms=4, lw=1.2, color=colours(i % 10),
-                    ls="-" if i % 2 == 0 else "--", label=labels.get(method, method))
+                    ls="-" if i % 2 == 0 else "--", label=labels.get(method, method),
+                    zorder=3 + len(methods) - i)  # earlier methods on top: dashes show ties
         if budget is not None:
             ax.axvline(budget, color="0.4", lw=1.0, ls=":")
             ax.text(budget, 0.02, " budget", color="0.4", fontsize=7)
         ax.set_xscale("symlog", linthresh=0.01, linscale=0.5)
-        ax.set_xlim(-0.004, max(top, budget or 0.0) * 1.5)
+        ax.set_xlim(min(-0.004, 1.5 * bottom), max(top, budget or 0.0) * 1.5)
         ticks = [0.0] + [t for t in (0.01, 0.1, 1.0, 10.0) if t < max(top, 0.02) * 1.5]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())

@@ -714,9 +714,10 @@ for key, points in sweeps.items():
 # **Why.** Numbers first, then your own eyes. The playground steers one prompt with a latent
 # (picked by index, or as the best latent for a label), clamps it, or adds one of the
 # directions above, and shows the unsteered and steered continuations side by side with
-# their scores and the intervention's cost on held-out text. Try the cooking latent of
-# section 8 at a growing alpha and watch the cost column: the text turns to cooking first,
-# then stops being StoryWorld.
+# their scores and the intervention's cost on held-out text. It opens on the cooking latent
+# of section 8, at the alpha that adds half the mean residual norm (the strength that did
+# steered cooking in section 2). Raise alpha and watch the cost column: the text turns to
+# cooking first, then stops being StoryWorld.
 #
 # **Expect:** a row of controls, then two columns of text with their topic, sentiment and
 # tense verdicts, and the CE increase and KL of the steered side.
@@ -726,7 +727,8 @@ play = steering_playground(
     model, sae, scores=data.input_scores,
     directions={"difference of means: cooking": directions["diff. of means"],
                 "probe direction: cooking": directions["probe"]},
-    latent=cook_latent, prompt=data.test_prompts[0])
+    latent=cook_latent, prompt=data.test_prompts[0],
+    alpha=round(0.5 * norm / float(sae.W_dec[cook_latent].norm()), 1))  # a step of norm/2
 
 # %% [markdown]
 # ## 12. On GPT-2

@@ -1,4 +1,5 @@
-"""Part 04's plots: firing-density histograms and the L0-vs-CE-gap frontier."""
+"""Plots of Parts 04 and 06: firing-density histograms, the L0-vs-CE-gap frontier, and
+steering success against cost."""
 
 from __future__ import annotations
 
@@ -36,3 +37,21 @@ def test_frontier_joins_each_group_in_l0_order_and_labels_each_sae_once():
     assert list(right.lines[0].get_ydata()) == [0.8, 0.9, 0.97]
     assert sorted(t.get_text() for t in left.texts) == ["k32", "k4", "main", "narrow"]
     assert left.get_xscale() == "log" and left.get_yscale() == "log"
+
+
+def test_steering_curves_one_panel_per_target_lines_in_strength_order_test_split_only():
+    from sae_course.steering_eval import SteeringPoint
+
+    def pt(method, strength, split, success, ce):
+        return SteeringPoint(method, strength, split, success, ce, ce, 1.0, 0.0, 1.0)
+
+    points = [pt("a", 2, "test", .9, .6), pt("a", 0, "test", .1, 0), pt("a", 1, "test", .5, -.01),
+              pt("a", 1, "train", .0, 5.0), pt("b", 0, "test", .1, 0), pt("b", 1, "test", .2, .1)]
+    fig = plotting.plot_steering_curves({"topic=cooking": points, "tense=past": points},
+                                        budget=0.5, labels={"a": "method A"})
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["topic=cooking", "tense=past"]
+    line = panels[0].get_lines()[0]
+    assert list(line.get_xdata()) == [0, -.01, .6] and list(line.get_ydata()) == [.1, .5, .9]
+    assert panels[0].get_xlim()[0] < -0.01  # a negative cost stays in view
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["method A", "b"]
