@@ -243,7 +243,7 @@ plot_tokens = text_lib.contexts_for_model(model, n_plot, plot_len, seed=settings
 resid = acts_lib.residual_stream(model, plot_tokens)
 norms = acts_lib.residual_norms(resid).cpu()
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(9.2, 3.6))
 depth = range(cfg.n_layers + 1)
 axes[0].plot(depth, norms[:, 1:].mean(1), "o-", label="other positions (mean)")
 axes[0].plot(depth, norms[:, 0], "s--", label="BOS (position 0)")
