@@ -82,7 +82,9 @@ def _check_forward(model_cls, exercise: str, reference, mistakes_of) -> None:
         x = torch.rand((n_batch, n_inst, n_features), generator=g)
         x = x * (torch.rand(x.shape, generator=g) < 0.6)  # sparse-ish, with zeros
         model = _model_with_weights(exercise, model_cls, n_features, d_hidden, n_inst, W, b)
+        kept = _kept(features=x)
         out = call(exercise, model, x)
+        _unchanged(exercise, kept, features=x)  # before x feeds the reference below
         compare(out, reference(W, b, x), exercise=exercise,
                 what=f"the output for n_inst={n_inst}, d_hidden={d_hidden}, "
                      f"n_features={n_features}", mistakes=mistakes_of(W, b, x))

@@ -25,6 +25,9 @@ MUTANTS = [
     Mutant("toy_model_forward", "output_cast_to_float32",
            old="return torch.relu(out + self.b_final)",
            new="return torch.relu(out + self.b_final).float()"),
+    Mutant("toy_model_forward", "output_written_into_features",
+           old="return torch.relu(out + self.b_final)",
+           new="return features.copy_(torch.relu(out + self.b_final))"),
     # --- generate_batch
     Mutant("generate_batch", "mask_not_applied", old="return values * mask", new="return values"),
     Mutant("generate_batch", "mask_inverted",
@@ -159,4 +162,7 @@ MUTANTS = [
     Mutant("neuron_model_forward", "output_cast_to_float32",
            old="return torch.relu(out + self.b_final)",
            new="return torch.relu(out + self.b_final).float()"),
+    Mutant("neuron_model_forward", "output_built_in_features",
+           old="return torch.relu(out + self.b_final)",
+           new="return torch.relu(features.copy_(out).add_(self.b_final))"),
 ]

@@ -115,6 +115,15 @@ MUTANTS = [
            old="m = points.mean(0)", new="m = points[0].clone()"),
     Mutant("geometric_median", "returns_float64",
            old="    return m\n", new="    return m.double()\n"),
+    # centring for stability is fine (the median moves with the points), but not in place
+    Mutant("geometric_median", "centres_points_in_place",
+           old="    m = points.mean(0)\n    for _ in range(n_iter):\n"
+               "        w = 1.0 / (points - m).norm(dim=-1).clamp_min(1e-8)\n"
+               "        m = (w[:, None] * points).sum(0) / w.sum()\n    return m\n",
+           new="    shift = points.mean(0)\n    points -= shift\n"
+               "    m = torch.zeros_like(shift)\n    for _ in range(n_iter):\n"
+               "        w = 1.0 / (points - m).norm(dim=-1).clamp_min(1e-8)\n"
+               "        m = (w[:, None] * points).sum(0) / w.sum()\n    return m + shift\n"),
     # --- topk_activation
     Mutant("topk_activation", "missing_relu",
            old="scatter(-1, indices, torch.relu(values))", new="scatter(-1, indices, values)"),
@@ -137,6 +146,9 @@ MUTANTS = [
     Mutant("topk_activation", "zeros_in_float32",
            old="torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))",
            new="torch.zeros(pre.shape).scatter(-1, indices, torch.relu(values).float())"),
+    Mutant("topk_activation", "relu_in_place_first",
+           old="values, indices = pre.topk(k, dim=-1)",
+           new="values, indices = pre.relu_().topk(k, dim=-1)"),
     # --- auxk_loss
     Mutant("auxk_loss", "all_latents_not_dead",
            old="masked = pre.masked_fill(~dead_mask, float(\"-inf\"))", new="masked = pre"),
@@ -179,6 +191,9 @@ MUTANTS = [
            new="scatter(0, indices, torch.relu(values).detach())"),
     Mutant("batchtopk_activation", "returns_float32",
            old=".reshape(pre.shape)\n", new=".reshape(pre.shape).float()\n"),
+    Mutant("batchtopk_activation", "negatives_zeroed_in_place",
+           old="    flat = pre.reshape(-1)\n",
+           new="    pre[pre < 0] = 0\n    flat = pre.reshape(-1)\n"),
     # --- JumpReLUFunction
     Mutant("JumpReLUFunction", "heaviside_pseudo_derivative",
            old="-(threshold / bw) * in_window", new="-(1 / bw) * in_window"),
@@ -199,6 +214,12 @@ MUTANTS = [
     Mutant("JumpReLUFunction", "forward_in_float32",
            old="return z * (z > threshold).to(z.dtype)",
            new="return (z * (z > threshold)).float()"),
+    Mutant("JumpReLUFunction", "saved_z_shifted_in_place",
+           old="        in_window = ((z - threshold).abs() < bw / 2).to(z.dtype)\n"
+               "        grad_z = grad_out * (z > threshold).to(z.dtype)\n",
+           new="        z -= threshold\n"
+               "        in_window = (z.abs() < bw / 2).to(z.dtype)\n"
+               "        grad_z = grad_out * (z > 0).to(z.dtype)\n"),
     # --- shrinkage
     Mutant("shrinkage", "inverted",
            old="return x_hat.pow(2).sum() / (x * x_hat).sum()",

@@ -22,6 +22,13 @@ MUTANTS = [
                "hook_names])\n",
            new="    for name in hook_names:\n"
                "        model.run_with_hooks(tokens, fwd_hooks=[(name, make_hook(name))])\n"),
+    # inputs mutated in place: the caller's list of hook names sorted
+    Mutant("capture_activations", "sorts_the_hook_names_in_place",
+           old="    model.run_with_hooks(tokens, fwd_hooks=[(name, make_hook(name)) for name in "
+               "hook_names])\n",
+           new="    hook_names.sort()\n"
+               "    model.run_with_hooks(tokens, fwd_hooks=[(name, make_hook(name)) for name in "
+               "hook_names])\n"),
     # residual_stream
     Mutant("residual_stream", "resid_post_everywhere",
            old='f"blocks.{layer}.hook_resid_pre" for layer',
@@ -37,6 +44,11 @@ MUTANTS = [
                "    return torch.stack([cache[name] for name in names])\n",
            new="    return torch.stack([model.run_with_cache(tokens, names_filter=[name])[1][name] "
                "for name in names])\n"),
+    # inputs mutated in place: next-token targets built in the caller's tokens after the run
+    Mutant("residual_stream", "shifts_the_tokens_in_place",
+           old="    _, cache = model.run_with_cache(tokens, names_filter=names)\n",
+           new="    _, cache = model.run_with_cache(tokens, names_filter=names)\n"
+               "    tokens[:, :-1] = tokens[:, 1:].clone()\n"),
     # residual_norms
     Mutant("residual_norms", "squared_norm",
            old="resid.norm(dim=-1).mean(dim=1)", new="resid.pow(2).sum(dim=-1).mean(dim=1)"),
@@ -69,6 +81,10 @@ MUTANTS = [
            old='    return storage["acts"]\n',
            new="    try:\n        model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook_fn)])\n"
                "    except StopForward:\n        pass\n    return storage[\"acts\"]\n"),
+    # inputs mutated in place: the caller's tokens rolled into next-token targets afterwards
+    Mutant("stop_early_activations", "rolls_the_tokens_in_place",
+           old='    return storage["acts"]\n',
+           new='    tokens.copy_(tokens.roll(-1, dims=1))\n    return storage["acts"]\n'),
     # pack_contexts
     Mutant("pack_contexts", "no_separator_between_documents",
            old="        stream.append(bos_id)\n", new=""),
@@ -103,6 +119,11 @@ MUTANTS = [
     Mutant("flatten_activations", "casts_to_float32",
            old="return acts.reshape(-1, acts.shape[-1])",
            new="return acts.reshape(-1, acts.shape[-1]).float()"),
+    # inputs mutated in place: resize_ (in place) taken for reshape
+    Mutant("flatten_activations", "resizes_the_input_in_place",
+           old="return acts.reshape(-1, acts.shape[-1])",
+           new="return acts.contiguous().resize_(acts.shape[0] * acts.shape[1], "
+               "acts.shape[-1])"),
     # refill_and_split
     Mutant("refill_and_split", "no_shuffle",
            old="    pool = pool[torch.randperm(len(pool), generator=generator)]\n", new=""),
