@@ -37,6 +37,9 @@ MUTANTS = [
            new="mask = values < feature_probability"),
     Mutant("generate_batch", "gaussian_values",
            old="values = torch.rand(shape", new="values = torch.randn(shape"),
+    Mutant("generate_batch", "n_batch_hardcoded",
+           old="shape = (n_batch, *feature_probability.shape)",
+           new="shape = (20000, *feature_probability.shape)"),
     Mutant("generate_batch", "one_mask_per_example",
            old="mask = torch.rand(shape, generator=generator)",
            new="mask = torch.rand((n_batch, *feature_probability.shape[:-1], 1), "
@@ -146,6 +149,16 @@ MUTANTS = [
     Mutant("generate_anticorrelated_batch", "doubles_p_in_place",
            old="< 2 * feature_probability",
            new="< feature_probability.mul_(2)"),
+    # arguments ignored: the generator (for the coin), the number of pairs (from the shape)
+    Mutant("generate_anticorrelated_batch", "coin_ignores_generator",
+           old="first = torch.rand((n_batch, n_inst, n_pairs), generator=generator) < 0.5",
+           new="first = torch.rand((n_batch, n_inst, n_pairs)) < 0.5"),
+    Mutant("generate_anticorrelated_batch", "n_pairs_hardcoded",
+           old="n_inst, n_pairs = feature_probability.shape",
+           new="n_inst, n_pairs = feature_probability.shape[0], 3"),
+    Mutant("generate_anticorrelated_batch", "n_batch_hardcoded",
+           old="n_inst, n_pairs = feature_probability.shape",
+           new="n_inst, n_pairs = feature_probability.shape\n    n_batch = 20000"),
     # --- NeuronModel.forward
     Mutant("neuron_model_forward", "missing_hidden_relu",
            old="hidden = torch.relu(einops.einsum(self.W, features, " + _FWD_IN + "))",

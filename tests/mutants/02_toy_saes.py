@@ -73,6 +73,11 @@ MUTANTS = [
                "dtype=latents.dtype)"),
     Mutant("l1_loss", "abs_in_place",
            old="per_latent = latents.abs()", new="per_latent = latents.abs_()"),
+    # arguments ignored: weighted (always weighted), the coefficient (the check's first)
+    Mutant("l1_loss", "always_weighted",
+           old="    if weighted:\n", new="    if True:\n"),
+    Mutant("l1_loss", "coefficient_hardcoded",
+           old="return coefficient * per_latent", new="return 0.3 * per_latent"),
     # --- remove_parallel_grad
     Mutant("remove_parallel_grad", "rows_not_normalised",
            old="unit = W_dec / W_dec.norm(dim=-1, keepdim=True)", new="unit = W_dec"),
@@ -149,6 +154,10 @@ MUTANTS = [
     Mutant("topk_activation", "relu_in_place_first",
            old="values, indices = pre.topk(k, dim=-1)",
            new="values, indices = pre.relu_().topk(k, dim=-1)"),
+    # an argument ignored: k hard-coded as the check's first k
+    Mutant("topk_activation", "k_hardcoded",
+           old="values, indices = pre.topk(k, dim=-1)",
+           new="values, indices = pre.topk(3, dim=-1)"),
     # --- auxk_loss
     Mutant("auxk_loss", "all_latents_not_dead",
            old="masked = pre.masked_fill(~dead_mask, float(\"-inf\"))", new="masked = pre"),
@@ -170,6 +179,8 @@ MUTANTS = [
     Mutant("auxk_loss", "threshold_keeps_ties",
            old="aux_latents = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))",
            new="aux_latents = torch.relu(masked) * (masked >= values[:, -1:])"),
+    Mutant("auxk_loss", "k_aux_hardcoded",
+           old="k = min(k_aux, int(dead_mask.sum()))", new="k = min(3, int(dead_mask.sum()))"),
     Mutant("auxk_loss", "aux_latents_detached",
            old="scatter(-1, indices, torch.relu(values))",
            new="scatter(-1, indices, torch.relu(values).detach())"),
@@ -194,6 +205,8 @@ MUTANTS = [
     Mutant("batchtopk_activation", "negatives_zeroed_in_place",
            old="    flat = pre.reshape(-1)\n",
            new="    pre[pre < 0] = 0\n    flat = pre.reshape(-1)\n"),
+    Mutant("batchtopk_activation", "k_hardcoded",
+           old="flat.topk(k * pre.shape[0])", new="flat.topk(2 * pre.shape[0])"),
     # --- JumpReLUFunction
     Mutant("JumpReLUFunction", "heaviside_pseudo_derivative",
            old="-(threshold / bw) * in_window", new="-(1 / bw) * in_window"),
@@ -220,6 +233,8 @@ MUTANTS = [
            new="        z -= threshold\n"
                "        in_window = (z.abs() < bw / 2).to(z.dtype)\n"
                "        grad_z = grad_out * (z > 0).to(z.dtype)\n"),
+    Mutant("JumpReLUFunction", "bandwidth_hardcoded",
+           old="ctx.bandwidth = bandwidth", new="ctx.bandwidth = 0.5"),
     # --- shrinkage
     Mutant("shrinkage", "inverted",
            old="return x_hat.pow(2).sum() / (x * x_hat).sum()",
@@ -263,4 +278,6 @@ MUTANTS = [
     Mutant("gated_sae_forward", "aux_mean_over_dims",
            old='"aux": (via_gate - x).pow(2).sum(-1).mean()',
            new='"aux": (via_gate - x).pow(2).mean()'),
+    Mutant("gated_sae_forward", "coefficient_hardcoded",
+           old="l1 = sparsity_coefficient *", new="l1 = 0.3 *"),
 ]

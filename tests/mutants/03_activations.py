@@ -85,6 +85,10 @@ MUTANTS = [
     Mutant("stop_early_activations", "rolls_the_tokens_in_place",
            old='    return storage["acts"]\n',
            new='    tokens.copy_(tokens.roll(-1, dims=1))\n    return storage["acts"]\n'),
+    # an argument ignored: the hook name hard-coded as the check's first
+    Mutant("stop_early_activations", "hook_name_hardcoded",
+           old="fwd_hooks=[(hook_name, hook_fn)]",
+           new='fwd_hooks=[("blocks.0.hook_resid_pre", hook_fn)]'),
     # pack_contexts
     Mutant("pack_contexts", "no_separator_between_documents",
            old="        stream.append(bos_id)\n", new=""),
@@ -103,6 +107,8 @@ MUTANTS = [
     # an argument ignored: the separator hard-coded as GPT-2's <|endoftext|>
     Mutant("pack_contexts", "separator_hardcoded_50256",
            old="        stream.append(bos_id)\n", new="        stream.append(50256)\n"),
+    Mutant("pack_contexts", "context_len_hardcoded",
+           old="body = context_len - 1", new="body = 7"),
     # inputs mutated in place: the separator appended to the caller's documents
     Mutant("pack_contexts", "appends_to_the_input_documents",
            old="        stream.extend(doc)\n        stream.append(bos_id)\n",
@@ -124,6 +130,11 @@ MUTANTS = [
            old="return acts.reshape(-1, acts.shape[-1])",
            new="return acts.contiguous().resize_(acts.shape[0] * acts.shape[1], "
                "acts.shape[-1])"),
+    # an argument ignored: BOS always dropped (or never)
+    Mutant("flatten_activations", "exclude_bos_ignored_always_drops",
+           old="    if exclude_bos:\n", new="    if True:\n"),
+    Mutant("flatten_activations", "exclude_bos_ignored_never_drops",
+           old="    if exclude_bos:\n", new="    if False:\n"),
     # refill_and_split
     Mutant("refill_and_split", "no_shuffle",
            old="    pool = pool[torch.randperm(len(pool), generator=generator)]\n", new=""),
@@ -145,6 +156,10 @@ MUTANTS = [
     Mutant("refill_and_split", "shuffles_new_in_place",
            old="    pool = torch.cat([buffer, new])\n",
            new="    new[:] = new.flip(0)\n    pool = torch.cat([buffer, new.flip(0)])\n"),
+    # an argument ignored: batch_size hard-coded as the check's first
+    Mutant("refill_and_split", "batch_size_hardcoded",
+           old="    n_batches = (len(pool) // 2) // batch_size\n",
+           new="    batch_size = 8\n    n_batches = (len(pool) // 2) // batch_size\n"),
     # norm_scale_factor
     Mutant("norm_scale_factor", "d_instead_of_sqrt_d",
            old="math.sqrt(acts.shape[-1])", new="acts.shape[-1]"),
