@@ -77,6 +77,9 @@ print(settings)
 # without it, a pretrained SAE will not fit them.
 #
 # With `model="auto"` and no internet you will see a line saying the offline model was chosen.
+#
+# **Expect:** one line of sizes: 4 layers, d_model 192 and a vocabulary of 2726 for the
+# offline model (12 layers, 768 and 50257 for GPT-2).
 
 # %%
 model = load_model(settings.model)
@@ -235,6 +238,11 @@ checks.activations.test_residual_norms(residual_norms)
 # it, at float rounding), one repeated point that says nothing about the text, and on GPT-2 a
 # huge outlier an SAE would spend capacity on.
 # </details>
+#
+# **Expect:** two log-scale panels. Left, the norm rising with depth (on the offline model from
+# about 1.5 at the embeddings to about 200 after the last block); right, one flat line per
+# layer across positions. Then the BOS norm against the others' at the middle layer (below 1x
+# on the offline model) and a BOS difference between contexts of 0.
 
 # %%
 n_plot = settings.scale(ci=4, laptop=16, gpu=32)
@@ -313,10 +321,12 @@ checks.activations.test_stop_early_activations(stop_early_activations)
 #
 # At least about twice as fast: the time of a forward pass is spread over the blocks, and the
 # final unembedding (a product with the whole vocabulary at every position) adds to it. On the
-# offline model (4 blocks) our runs measured 2 to 4 times; GPT-2 has 12 blocks, so there the
+# offline model (4 blocks) our runs measured 2 to 6 times; GPT-2 has 12 blocks, so there the
 # saving is larger. The exact ratio depends on your machine and on what else runs on it (one
 # timing is noisy; `benchmarks/harvest.py` measures it properly).
 # </details>
+#
+# **Expect:** two times in milliseconds and their ratio, the early stop several times faster.
 
 # %%
 early_hook = "blocks.1.hook_resid_pre"
@@ -417,6 +427,8 @@ checks.activations.test_flatten_activations(flatten_activations)
 # about 0.1 or more). A batch of unshuffled tokens would be full of such near-duplicates, which
 # is why the store shuffles.
 # </details>
+#
+# **Expect:** the two mean cosines: neighbours clearly above 0, random pairs close to 0.
 
 # %%
 layer = cfg.n_layers // 2
@@ -504,6 +516,9 @@ checks.activations.test_norm_scale_factor(norm_scale_factor)
 # %% [markdown]
 # With the library's version: each layer gets its own factor, and afterwards every layer has the
 # same mean norm sqrt(d_model).
+#
+# **Expect:** three rows with mean norms from about 1.5 to about 200 and a factor for each;
+# after scaling every one is at sqrt(d) (13.86 for d = 192).
 
 # %%
 for depth_i in sorted({0, cfg.n_layers // 2, cfg.n_layers}):
@@ -532,6 +547,9 @@ for depth_i in sorted({0, cfg.n_layers // 2, cfg.n_layers}):
 # kept half sits in its original order rather than shuffled, which changes nothing, since every
 # serve draws a fresh permutation of the whole buffer. So the store gives batches of the same
 # kind, not the same batches as your function would.
+#
+# **Expect:** a progress bar while the store fills, its buffer size and scale factor, then the
+# batches it served: their shape, the forward passes it ran, and a mean norm near sqrt(d).
 
 # %%
 n_contexts = settings.scale(ci=48, laptop=500, gpu=2_000)
@@ -559,6 +577,9 @@ print(f"mean norm of a batch: {batches[0].norm(dim=-1).mean():.2f} (sqrt(d) = {m
 # %% [markdown]
 # A second store with the same key reads the cache: no forward pass, the same batches in the same
 # order. Undoing the normalisation gives back the model's own activations.
+#
+# **Expect:** 0 forward passes, identical batches, the model-unit norm of this hook (about 90
+# on the offline model) and an exact round trip.
 
 # %%
 again = ActivationStore(model, contexts, hook_name, **store_kwargs)
@@ -603,6 +624,10 @@ shutil.rmtree(cache_dir)  # a demo cache; for real runs pass a folder you keep
 # tokens after a word that shows the factor. Compare with the numbers below: the expectation
 # for the topic turns out to be too optimistic.
 # </details>
+#
+# **Expect:** progress bars, a figure of probe accuracy by layer for each factor (solid:
+# tokens after a word that shows it; dashed: all tokens), and a table in which every factor's
+# best probe beats its chance level.
 
 # %%
 n_probe = settings.scale(ci=48, laptop=160, gpu=256)
