@@ -322,6 +322,19 @@ def output_scores(model: Any, sae: SAE, prompts: Sequence[str], concept: str,
     return scores
 
 
+def target_output_scores(data: SteeringData, concept: str, target: str, n_candidates: int,
+                         n_prompts: int = 4, progress: bool = True) -> Tensor:
+    """The output scores [d_sae] of one target, what `methods_for(..., output=...)` takes:
+    `output_scores` at half the mean residual norm on the first `n_prompts` training prompts,
+    for the `n_candidates` latents of best input F1 for the target's words (-inf elsewhere)."""
+    check_target(concept, target)
+    f1 = data.input_scores.f1[:, data.input_scores.names.index(f"{WORD_LABEL[concept]}={target}")]
+    top = f1.topk(min(n_candidates, len(f1))).indices
+    scores = output_scores(data.model, data.sae, data.train_prompts[:n_prompts], concept,
+                           0.5 * data.resid_norm, latents=top, progress=progress)
+    return scores[:, CONCEPTS[concept].index(target)]
+
+
 def _target_members(model: Any, concept: str) -> Tensor:
     """[vocab, n_targets] 1 where a token is " word" (or " Word") of a target's vocabulary."""
     targets = CONCEPTS[concept]

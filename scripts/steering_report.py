@@ -53,13 +53,8 @@ def main() -> None:
               f"{'KL':>6s} {'ppl':>6s} {'rep':>5s} {'wf':>5s}"]
     for key in args.targets:
         concept, target = key.split("=")
-        se.check_target(concept, target)
-        label = f"{se.WORD_LABEL[concept]}={target}"
-        top = data.input_scores.f1[:, data.input_scores.names.index(label)].topk(args.candidates)
-        out = se.output_scores(model, sae, data.train_prompts[:4], concept, 0.5 * norm,
-                               latents=top.indices, progress=False)
-        methods = se.methods_for(data, concept, target,
-                                 output=out[:, se.CONCEPTS[concept].index(target)])
+        out = se.target_output_scores(data, concept, target, args.candidates, progress=False)
+        methods = se.methods_for(data, concept, target, output=out)
         strengths = {m: [f * norm for f in FRACTIONS] for m in methods}
         strengths["prefix"] = [1, 2, 3]
         points = se.sweep(data, concept, target, methods, strengths)

@@ -183,10 +183,8 @@ class PromptOnly(st.AddDirection):
         return super()._replacement(x) if x.shape[1] > 1 else x
 
 
-candidates = data.input_scores.f1[:, data.input_scores.names.index("topic_word=cooking")]
-candidates = candidates.topk(settings.scale(ci=48, laptop=192, gpu=1536)).indices
-cooking_output = se.output_scores(model, sae, data.train_prompts[:4], "topic", 0.5 * norm,
-                                  latents=candidates)[:, se.CONCEPTS["topic"].index("cooking")]
+n_candidates = settings.scale(ci=48, laptop=192, gpu=1536)
+cooking_output = se.target_output_scores(data, "topic", "cooking", n_candidates)
 cook_latent = se.best_latent(cooking_output)
 v = se.unit(sae.W_dec[cook_latent].detach())
 alpha = 0.5 * norm
@@ -603,15 +601,10 @@ BUDGET = 0.5  # nats of CE increase
 fractions = settings.scale(ci=(0.25, 0.5, 1.0), laptop=(0.125, 0.25, 0.5, 1.0),
                            gpu=(0.125, 0.25, 0.5, 0.75, 1.0))
 targets = [("topic", "cooking"), ("sentiment", "negative"), ("tense", "past")]
-n_candidates = settings.scale(ci=48, laptop=192, gpu=1536)
 sweeps: dict[str, list[SteeringPoint]] = {}
 for concept, target in targets:
-    label = f"{se.WORD_LABEL[concept]}={target}"
-    top = data.input_scores.f1[:, data.input_scores.names.index(label)].topk(n_candidates)
-    out = se.output_scores(model, sae, data.train_prompts[:4], concept, 0.5 * norm,
-                           latents=top.indices, progress=False)
-    methods = se.methods_for(data, concept, target,
-                             output=out[:, se.CONCEPTS[concept].index(target)])
+    out = se.target_output_scores(data, concept, target, n_candidates, progress=False)
+    methods = se.methods_for(data, concept, target, output=out)
     strengths = {m: [f * norm for f in fractions] for m in methods}
     strengths["prefix"] = [1, 2, 3]
     sweeps[f"{concept}={target}"] = se.sweep(data, concept, target, methods, strengths)

@@ -130,12 +130,8 @@ def test_sae_row_beats_a_random_direction_of_equal_norm_on_every_topic(model, da
     row against the random direction: cooking 0.92/0.00, sailing 1.00/0.17, space
     1.00/0.08, farming 0.92/0.17, music 0.75/0.00, medicine 0.58/0.00, football 1.00/0.17,
     painting 0.75/0.17 (the smallest gap 0.58)."""
-    label = f"topic_word={topic}"
-    top = data.input_scores.f1[:, data.input_scores.names.index(label)].topk(48).indices
-    out = se.output_scores(model, data.sae, data.train_prompts[:4], "topic",
-                           0.5 * data.resid_norm, latents=top, progress=False)
-    methods = se.methods_for(data, "topic", topic, output=out[:, se.CONCEPTS["topic"]
-                                                              .index(topic)])
+    out = se.target_output_scores(data, "topic", topic, 48, progress=False)
+    methods = se.methods_for(data, "topic", topic, output=out)
     methods = {m: methods[m] for m in ("sae_output", "random")}
     strengths = {m: [f * data.resid_norm for f in (0.3, 0.45, 0.6)] for m in methods}
     pts = se.sweep(data, "topic", topic, methods, strengths, progress=False)

@@ -297,14 +297,14 @@ def _no_error_ablation(sae: SAE, latent: int) -> Callable[[Tensor, Any], Tensor]
 # ---------------------------------------------------------------- attribution
 
 
-def _attribution_reference(x: Tensor, sae: SAE, downstream: Callable[[Tensor], Tensor]
-                           ) -> Tensor:
+def _latents_and_gradient(x: Tensor, sae: SAE, downstream: Callable[[Tensor], Tensor]
+                          ) -> tuple[Tensor, Tensor]:
+    """z [pos, d_sae] and d downstream / dz through the splice with the error term detached."""
     with torch.enable_grad():
         z = sae.encode(x).detach().requires_grad_(True)
         x_hat = sae.decode(z)
-        metric = downstream(x_hat + (x - x_hat).detach())
-        (grad,) = torch.autograd.grad(metric, z)
-    return (z * grad).sum(0).detach()
+        (grad,) = torch.autograd.grad(downstream(x_hat + (x - x_hat).detach()), z)
+    return z.detach(), grad
 
 
 def test_latent_attribution(latent_attribution: Callable) -> None:
@@ -329,17 +329,14 @@ def test_latent_attribution(latent_attribution: Callable) -> None:
                 "downstream saw activations different from x. Rebuild x as x_hat + (x - x_hat)"
                 ".detach(): the forward pass must stay the clean one, with the error term "
                 "added back.")
-        want = _attribution_reference(x, sae, downstream)
-        with torch.enable_grad():
-            z = sae.encode(x).detach().requires_grad_(True)
-            x_hat = sae.decode(z)
-            (grad,) = torch.autograd.grad(downstream(x_hat + (x - x_hat).detach()), z)
+        z, grad = _latents_and_gradient(x, sae, downstream)
+        want = (z * grad).sum(0)
         compare(got, want, exercise=ex, what=f"the attribution of {d_sae} latents over {pos} "
                 f"positions", atol=1e-4, rtol=1e-4,
                 mistakes={"the gradient alone (not multiplied by the activation)": grad.sum(0),
                           "all zero: the error term was not detached, so x_hat + error = x "
                           "does not depend on the latents": torch.zeros_like(want),
-                          "one row per position (sum over positions)": (z * grad).detach()})
+                          "one row per position (sum over positions)": z * grad})
     passed(ex, "activation x gradient summed over positions, forward pass unchanged, x "
                "untouched (3 SAEs)")
 
