@@ -115,7 +115,9 @@ checks.toy.test_toy_model_forward(ToyModel)
 # <details><summary>Hint</summary>
 #
 # `shape = (n_batch, *feature_probability.shape)`; compare a second uniform draw with the
-# probabilities to get a boolean mask (broadcasting does the rest), then multiply.
+# probabilities to get a boolean mask (broadcasting does the rest), then multiply. Draw on the
+# probabilities' device (`device=feature_probability.device`): on a GPU, a tensor made without
+# `device=` lands on the CPU, apart from the inputs.
 # </details>
 
 # %%
@@ -124,8 +126,9 @@ def generate_batch(n_batch: int, feature_probability: Tensor, generator: torch.G
     with probability feature_probability[inst, i] and 0 otherwise."""
     # EXERCISE generate_batch
     shape = (n_batch, *feature_probability.shape)
-    values = torch.rand(shape, generator=generator)
-    mask = torch.rand(shape, generator=generator) < feature_probability
+    device = feature_probability.device
+    values = torch.rand(shape, generator=generator, device=device)
+    mask = torch.rand(shape, generator=generator, device=device) < feature_probability
     return values * mask
     # END EXERCISE
 
@@ -526,9 +529,10 @@ def generate_anticorrelated_batch(n_batch: int, feature_probability: Tensor, gen
     Returns [n_batch, n_inst, 2 * n_pairs], features 2k and 2k+1 forming pair k."""
     # EXERCISE generate_anticorrelated_batch
     n_inst, n_pairs = feature_probability.shape
-    values = torch.rand((n_batch, n_inst, 2 * n_pairs), generator=generator)
-    pair_active = torch.rand((n_batch, n_inst, n_pairs), generator=generator) < 2 * feature_probability
-    first = torch.rand((n_batch, n_inst, n_pairs), generator=generator) < 0.5
+    device = feature_probability.device
+    values = torch.rand((n_batch, n_inst, 2 * n_pairs), generator=generator, device=device)
+    pair_active = torch.rand((n_batch, n_inst, n_pairs), generator=generator, device=device) < 2 * feature_probability
+    first = torch.rand((n_batch, n_inst, n_pairs), generator=generator, device=device) < 0.5
     mask = torch.stack([pair_active & first, pair_active & ~first], dim=-1).flatten(-2)
     return values * mask
     # END EXERCISE

@@ -94,3 +94,43 @@ def test_watch_model_removes_what_the_learner_left_and_counts_passes():
         with watch_model("ex", model):
             with torch.no_grad():
                 first.weight.add_(1)
+
+
+# Code that works on a GPU, and code that would put a tensor on the CPU beside GPU inputs.
+_GPU_SAFE = {
+    "a 0-d scalar": lambda x: x * torch.tensor(0.5),
+    "an index made on the default device": lambda x: x[torch.arange(2)],
+    "moved with .to(x.device)": lambda x: x + torch.randn(x.shape).to(x.device),
+    "moved with .to(x)": lambda x: x + torch.tensor([1.0, 2.0, 3.0]).to(x),
+    "made with device=": lambda x: x + torch.zeros(x.shape, device=x.device),
+    "made with zeros_like": lambda x: x + torch.zeros_like(x),
+    "a reduced default-device tensor": lambda x: x.sum() * torch.arange(3).sum(),
+    "a Python list from it": lambda x: x[torch.arange(3).tolist()],
+}
+_GPU_BUGS = {
+    "added to the input": lambda x: x + torch.zeros(x.shape),
+    "filled from the input": lambda x: torch.zeros(x.shape).index_copy(0, torch.tensor([0]),
+                                                                      x[:1]),
+    "returned": lambda x: torch.zeros(3),
+    "a gather index": lambda x: x.gather(0, torch.arange(3)),
+    "cast but not moved": lambda x: x + torch.tensor([1.0, 2.0, 3.0]).double(),
+    "assigned into": lambda x: (lambda out: (out.__setitem__(0, x[0]), out)[1])(torch.zeros(3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_GPU_SAFE))
+def test_call_accepts_code_that_runs_on_a_gpu(name):
+    out = call("ex", _GPU_SAFE[name], torch.ones(3))
+    assert type(out) is torch.Tensor
+
+
+@pytest.mark.parametrize("name", sorted(_GPU_BUGS))
+def test_call_rejects_tensors_made_on_the_default_device(name):
+    with pytest.raises(CheckFailed, match=r"without saying where it goes: torch\.\w+\(\.\.\.\)"):
+        call("ex", _GPU_BUGS[name], torch.ones(3))
+
+
+def test_the_device_probe_only_watches_calls_with_tensor_inputs():
+    # an exercise with no tensor inputs (e.g. packing token lists) makes its tensors anywhere
+    out = call("ex", lambda rows: torch.tensor(rows), [[1, 2], [3, 4]])
+    assert type(out) is torch.Tensor and out.device.type == "cpu"

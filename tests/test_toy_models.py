@@ -310,8 +310,8 @@ def test_checks_accept_equivalent_implementations(capsys):
     from sae_course.checks import toy
 
     def batch(n, p, g):
-        values = torch.rand(n, *p.shape, generator=g)
-        coin = torch.rand(n, *p.shape, generator=g)
+        values = torch.rand(n, *p.shape, generator=g, device=p.device)
+        coin = torch.rand(n, *p.shape, generator=g, device=p.device)
         return torch.where(coin < p.unsqueeze(0), values, torch.zeros(()))
 
     def loss(out, x, importance):

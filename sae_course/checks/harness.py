@@ -8,6 +8,7 @@ message says what differs and, when the answer matches a known mistake, names it
 from __future__ import annotations
 
 import contextlib
+import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -51,14 +55,118 @@ def passed(exercise: str, detail: str) -> None:
     print(f"\N{CHECK MARK} {exercise}: {detail}")
 
 
+class _Stray(Tensor):
+    """A tensor the learner's code made on the default device (see `_DefaultDeviceProbe`)."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+
+_MOVES = {Tensor.to, Tensor.cuda, Tensor.type_as}
+_INDEXING = {Tensor.__getitem__, Tensor.__setitem__}
+
+
+def _plain(t: Any) -> Any:
+    return t.as_subclass(Tensor) if isinstance(t, _Stray) else t
+
+
+class _DefaultDeviceProbe(TorchFunctionMode):
+    """Plays the part of a GPU while the learner's code runs on CPU inputs.
+
+    On a GPU, a tensor made by a factory (`torch.zeros`, `torch.arange`, `torch.tensor`, ...)
+    without `device=` lands on the CPU, apart from the inputs. Here every such tensor that the
+    learner's own code makes (not the library's or torch's) is marked, and so is everything
+    computed from it; an operation that mixes a marked tensor with the inputs fails as it would
+    on a GPU, and so does returning one. As on a GPU, marked 0-dimensional tensors
+    (`torch.tensor(0.5)`) mix freely, marked tensors may index the inputs, and `.to(device)`
+    clears the mark.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: str | None = None  # the first marked factory call, for the message
+        self._factories = _device_constructors()
+
+    def _mark(self, func: Callable, caller: Any) -> None:
+        if self.created is None:
+            line = (traceback.extract_stack(caller, limit=1)[-1].line or "").strip()
+            self.created = f"torch.{func.__name__}(...)" + (f" in `{line}`" if line else "")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat, spec = tree_flatten((args, kwargs))
+        tensors = [t for t in flat if isinstance(t, Tensor)]
+        strays = [t for t in tensors if isinstance(t, _Stray)]
+        if func in self._factories and not tensors:
+            result = func(*args, **kwargs)
+            caller = sys._getframe(1)
+            if (kwargs.get("device") is None and isinstance(result, Tensor)
+                    and not _library_file(caller.f_code.co_filename)):
+                self._mark(func, caller)
+                return result.as_subclass(_Stray)
+            return result
+        if not strays:
+            return func(*args, **kwargs)
+        plain_args, plain_kwargs = tree_unflatten([_plain(t) for t in flat], spec)
+        moved = func in _MOVES and (
+            func is Tensor.cuda or "device" in kwargs
+            or any(isinstance(a, torch.device | str | Tensor) and not isinstance(a, _Stray)
+                   for a in args[1:]))
+        if moved:
+            return func(*plain_args, **plain_kwargs)
+        indexing = func in _INDEXING and not isinstance(args[0], _Stray)
+        if not indexing and any(s.dim() > 0 for s in strays) and len(strays) < len(tensors):
+            raise RuntimeError("Expected all tensors to be on the same device, but found at "
+                               "least two devices, meta (made on the default device) and cpu!")
+        result = func(*plain_args, **plain_kwargs)
+        if indexing or len(strays) < len(tensors):  # the inputs' device wins, as on a GPU
+            return result
+        return tree_map(lambda t: t.as_subclass(_Stray) if isinstance(t, Tensor) else t, result)
+
+
+def _has_tensors(values: Any, depth: int = 2) -> bool:
+    """True when `values` holds a tensor or a module (looking `depth` containers deep)."""
+    if isinstance(values, Tensor | torch.nn.Module):
+        return True
+    if depth and isinstance(values, Mapping):
+        values = list(values.values())
+    if depth and isinstance(values, list | tuple):
+        return any(_has_tensors(v, depth - 1) for v in values)
+    return False
+
+
+def _stray(value: Any, depth: int = 3) -> bool:
+    if isinstance(value, Tensor):
+        return isinstance(value, _Stray)
+    if depth and isinstance(value, Mapping):
+        value = list(value.values())
+    if depth and isinstance(value, list | tuple):
+        return any(_stray(v, depth - 1) for v in value)
+    return False
+
+
+def _device_failure(exercise: str, created: str | None) -> CheckFailed:
+    return CheckFailed(
+        f"{exercise}: your code makes a tensor without saying where it goes: "
+        f"{created or 'a factory call without device='}. On a GPU it would land on the CPU "
+        "while the inputs are on the GPU, and fail there. Create it next to the inputs: pass "
+        "device= an input's device (device=x.device for an input x), or use "
+        "torch.zeros_like(x) / x.new_zeros(...)."
+    )
+
+
 def call(exercise: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call the learner's code; an error other than the stub's becomes a CheckFailed.
 
     NotImplementedError passes through, so an unwritten exercise says so; in Jupyter it shows
     as its message alone (which names the exercise), not a traceback through the checks.
+    When the inputs hold tensors, the call runs under `_DefaultDeviceProbe`: a tensor the
+    learner's code creates on the default device, apart from the inputs, fails the check.
     """
+    probe = _DefaultDeviceProbe()
+    watch = probe if _has_tensors((args, kwargs)) else contextlib.nullcontext()
     try:
-        return fn(*args, **kwargs)
+        with watch:
+            result = fn(*args, **kwargs)
     except NotImplementedError as err:
         short = [f"NotImplementedError: {err}"]
         err._render_traceback_ = lambda: short  # type: ignore[attr-defined]
@@ -66,9 +174,14 @@ def call(exercise: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> An
     except CheckFailed:
         raise
     except Exception as err:  # the learner's bug: report it as the check's finding
+        if probe.created is not None and "made on the default device" in str(err):
+            raise _device_failure(exercise, probe.created) from None
         raise CheckFailed(
             f"{exercise}: calling your code raised {type(err).__name__}: {err}"
         ) from err
+    if _stray(result):
+        raise _device_failure(exercise, probe.created)
+    return result
 
 
 def seeded_generator(seed: int) -> torch.Generator:

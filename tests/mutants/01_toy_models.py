@@ -33,7 +33,7 @@ MUTANTS = [
     Mutant("generate_batch", "mask_inverted",
            old="< feature_probability", new="> feature_probability"),
     Mutant("generate_batch", "same_draw_for_mask",
-           old="mask = torch.rand(shape, generator=generator) < feature_probability",
+           old="mask = torch.rand(shape, generator=generator, device=device) < feature_probability",
            new="mask = values < feature_probability"),
     Mutant("generate_batch", "gaussian_values",
            old="values = torch.rand(shape", new="values = torch.randn(shape"),
@@ -41,17 +41,19 @@ MUTANTS = [
            old="shape = (n_batch, *feature_probability.shape)",
            new="shape = (20000, *feature_probability.shape)"),
     Mutant("generate_batch", "one_mask_per_example",
-           old="mask = torch.rand(shape, generator=generator)",
+           old="mask = torch.rand(shape, generator=generator, device=device)",
            new="mask = torch.rand((n_batch, *feature_probability.shape[:-1], 1), "
-               "generator=generator)"),
+               "generator=generator, device=device)"),
     Mutant("generate_batch", "mask_drawn_first",
-           old="values = torch.rand(shape, generator=generator)\n"
-               "    mask = torch.rand(shape, generator=generator) < feature_probability",
-           new="mask = torch.rand(shape, generator=generator) < feature_probability\n"
-               "    values = torch.rand(shape, generator=generator)"),
+           old="values = torch.rand(shape, generator=generator, device=device)\n"
+               "    mask = torch.rand(shape, generator=generator, device=device) "
+               "< feature_probability",
+           new="mask = torch.rand(shape, generator=generator, device=device) "
+               "< feature_probability\n"
+               "    values = torch.rand(shape, generator=generator, device=device)"),
     Mutant("generate_batch", "no_generator",
-           old="values = torch.rand(shape, generator=generator)",
-           new="values = torch.rand(shape)"),
+           old="values = torch.rand(shape, generator=generator, device=device)",
+           new="values = torch.rand(shape, device=device)"),
     Mutant("generate_batch", "unsqueeze_in_place",
            old="< feature_probability", new="< feature_probability.unsqueeze_(0)"),
     # --- importance_weighted_loss
@@ -136,23 +138,26 @@ MUTANTS = [
            new="torch.cat([pair_active & first, pair_active & ~first], dim=-1)"),
     Mutant("generate_anticorrelated_batch", "both_can_be_present",
            old="pair_active & ~first]", new="pair_active & (torch.rand(first.shape, "
-               "generator=generator) < 0.5)]"),
+               "generator=generator, device=device) < 0.5)]"),
     Mutant("generate_anticorrelated_batch", "mask_not_applied",
            old="return values * mask", new="return values"),
     Mutant("generate_anticorrelated_batch", "coin_drawn_before_activity",
-           old="pair_active = torch.rand((n_batch, n_inst, n_pairs), generator=generator) "
-               "< 2 * feature_probability\n"
-               "    first = torch.rand((n_batch, n_inst, n_pairs), generator=generator) < 0.5",
-           new="first = torch.rand((n_batch, n_inst, n_pairs), generator=generator) < 0.5\n"
-               "    pair_active = torch.rand((n_batch, n_inst, n_pairs), generator=generator) "
-               "< 2 * feature_probability"),
+           old="pair_active = torch.rand((n_batch, n_inst, n_pairs), generator=generator, "
+               "device=device) < 2 * feature_probability\n"
+               "    first = torch.rand((n_batch, n_inst, n_pairs), generator=generator, "
+               "device=device) < 0.5",
+           new="first = torch.rand((n_batch, n_inst, n_pairs), generator=generator, "
+               "device=device) < 0.5\n"
+               "    pair_active = torch.rand((n_batch, n_inst, n_pairs), generator=generator, "
+               "device=device) < 2 * feature_probability"),
     Mutant("generate_anticorrelated_batch", "doubles_p_in_place",
            old="< 2 * feature_probability",
            new="< feature_probability.mul_(2)"),
     # arguments ignored: the generator (for the coin), the number of pairs (from the shape)
     Mutant("generate_anticorrelated_batch", "coin_ignores_generator",
-           old="first = torch.rand((n_batch, n_inst, n_pairs), generator=generator) < 0.5",
-           new="first = torch.rand((n_batch, n_inst, n_pairs)) < 0.5"),
+           old="first = torch.rand((n_batch, n_inst, n_pairs), generator=generator, "
+               "device=device) < 0.5",
+           new="first = torch.rand((n_batch, n_inst, n_pairs), device=device) < 0.5"),
     Mutant("generate_anticorrelated_batch", "n_pairs_hardcoded",
            old="n_inst, n_pairs = feature_probability.shape",
            new="n_inst, n_pairs = feature_probability.shape[0], 3"),
@@ -178,4 +183,18 @@ MUTANTS = [
     Mutant("neuron_model_forward", "output_built_in_features",
            old="return torch.relu(out + self.b_final)",
            new="return torch.relu(features.copy_(out).add_(self.b_final))"),
+    # tensors made on the default device (on a GPU: the CPU, apart from the inputs)
+    Mutant("generate_batch", "values_on_default_device",
+           old="values = torch.rand(shape, generator=generator, device=device)",
+           new="values = torch.rand(shape, generator=generator)"),
+    Mutant("generate_anticorrelated_batch", "coin_on_default_device",
+           old="first = torch.rand((n_batch, n_inst, n_pairs), generator=generator, "
+               "device=device)",
+           new="first = torch.rand((n_batch, n_inst, n_pairs), generator=generator)"),
+    Mutant("norms_and_interference", "eye_on_default_device",
+           old="torch.eye(W.shape[-1], device=W.device, dtype=W.dtype)",
+           new="torch.eye(W.shape[-1], dtype=W.dtype)"),
+    Mutant("extra_feature_regime", "regime_on_default_device",
+           old="torch.zeros(W.shape[0], dtype=torch.long, device=W.device)",
+           new="torch.zeros(W.shape[0], dtype=torch.long)"),
 ]
