@@ -32,6 +32,12 @@
 # sections ask you to predict a result before you run it, with the answer in a collapsed
 # block too. The demonstrations after each exercise use the course library's reference
 # implementation (`sae_course.toy_models`), so if you are stuck you can still run the rest.
+#
+# **What the checks look at.** Beyond the values: gradients, inputs left as they were, the
+# input's dtype kept, and where new tensors live. Code written here should also run on a GPU,
+# where a tensor made without `device=` (`torch.zeros(n)`, `torch.rand(shape)`) lands on the
+# CPU, apart from the inputs; the checks catch that here too, so make new tensors on an
+# input's device (`device=x.device`, `torch.zeros_like(x)`).
 
 # %% tags=["setup"]
 from collections.abc import Callable

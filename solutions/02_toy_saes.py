@@ -32,16 +32,20 @@
 # - the Gated SAE (Rajamanoharan et al. 2024, [arXiv 2404.16014](https://arxiv.org/abs/2404.16014)).
 #
 # You will write 11 pieces, in this order, each followed by a check cell: the mean max cosine
-# similarity, the ReLU encoder, the (weighted) L1 penalty, the decoder-gradient projection,
-# the geometric median, the TopK activation, the AuxK loss, BatchTopK, JumpReLU's
-# straight-through estimator, the shrinkage measure, and a whole Gated SAE (its forward pass
-# and its three-term loss, which the check then trains). Every demonstration uses the course
-# library (`sae_course.sae`, `sae_course.training`, `sae_course.evaluation`): the same SAE
-# code trains on GPT-2 in notebook 04, so if you are stuck on one exercise you can still run
-# the rest. Hints sit in collapsed "Hint" blocks above the exercises; "Predict, then reveal"
-# questions keep their answers in collapsed blocks: answer before you open them.
+# similarity, a whole ReLU SAE (its forward pass and its two loss terms), the decoder-gradient
+# projection, the geometric median, the TopK activation, the AuxK loss, BatchTopK, JumpReLU's
+# straight-through estimator, the two numbers that read a reconstruction (explained variance
+# and shrinkage), a whole Gated SAE (its forward pass and its three-term loss), and the loop
+# that trains it: in section 8 you train your own Gated SAE with your own code and score it
+# with your own metrics. Every other demonstration uses the course library (`sae_course.sae`,
+# `sae_course.training`, `sae_course.evaluation`): the same SAE code trains on GPT-2 in
+# notebook 04, so if you are stuck on one exercise you can still run the rest. Hints sit in
+# collapsed "Hint" blocks above the exercises; "Predict, then reveal" questions keep their
+# answers in collapsed blocks: answer before you open them.
 
 # %% tags=["setup"]
+from collections.abc import Callable
+
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
@@ -159,32 +163,13 @@ checks.toy_sae.test_mean_max_cosine_similarity(mean_max_cosine_similarity)
 # (Cunningham et al. 2023 used a *tied* version, $\hat x = f(x) W_{enc}^\top$ with
 # $f(x) = \mathrm{ReLU}(x W_{enc} + b)$ and no `b_dec`; SAEs today untie the two matrices.)
 #
-# **Exercise.** Write the encoder. Expect the check's tick line.
-#
-# <details><summary>Hint</summary>
-#
-# One matmul; the ReLU comes last. Do not change `x` in place (`x -= b_dec` would change the
-# caller's tensor): write `x - b_dec`.
-# </details>
-
-# %%
-def relu_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor) -> Tensor:
-    """Latents [n, d_sae] of inputs x [n, d_in]: ReLU((x - b_dec) @ W_enc + b_enc)."""
-    # EXERCISE relu_encode
-    return torch.relu((x - b_dec) @ W_enc + b_enc)
-    # END EXERCISE
-
-
-# %%
-checks.toy_sae.test_relu_encode(relu_encode)
-
-# %% [markdown]
 # ### The sparsity penalty, and a trap
 #
-# **Why.** Reconstruction alone would use every latent a little. An L1 penalty
-# $\lambda \sum_i |f_i|$ pushes most latents to exactly zero. The trap: the SAE can cheat by
-# making the latents tiny and the decoder rows huge, which leaves the reconstruction unchanged
-# and the L1 near zero. Two fixes exist:
+# **Why.** The loss has two terms. The **reconstruction** error $\lVert x - \hat x\rVert^2$
+# alone would use every latent a little, so a **sparsity penalty** $\lambda \sum_i |f_i|$ (L1)
+# pushes most latents to exactly zero. The trap: the SAE can cheat by making the latents tiny
+# and the decoder rows huge, which leaves the reconstruction unchanged and the L1 near zero.
+# Two fixes exist:
 #
 # - **unit-norm decoder**: keep every row of `W_dec` at norm 1 (renormalise after each step,
 #   and remove the part of the gradient that would only change the norm; next section);
@@ -196,27 +181,38 @@ checks.toy_sae.test_relu_encode(relu_encode)
 # training loop serves every architecture. The unit-norm variant is in the library too
 # (`SAEConfig(l1_variant="unit_norm")`).
 #
-# **Exercise.** The L1 loss, averaged over tokens, summed over latents, times the coefficient.
+# **Exercise: the whole ReLU SAE.** Write its forward pass (the encoder, then the decoder) and
+# its two loss terms. Each term is a mean over tokens of a sum: over the input's dimensions for
+# `"mse"`, over the latents for `"l1"` (times `sparsity_coefficient`, and weighted by the decoder
+# row norms only when `weighted` is true). Expect the check's tick line: it compares the
+# latents, the reconstruction, both terms and their gradients with the library's SAE.
 #
 # <details><summary>Hint</summary>
 #
-# `W_dec.norm(dim=-1)` gives one norm per decoder row (per latent); it broadcasts against
-# `latents [n, d_sae]`. Sum over the latents, then average over the tokens.
+# The encoder is one matmul with the ReLU last. Do not change `x` in place (`x -= b_dec` would
+# change the caller's tensor): write `x - b_dec`. `W_dec.norm(dim=-1)` gives one norm per
+# decoder row (per latent); it broadcasts against `latents [n, d_sae]`. The latents are already
+# non-negative after the ReLU, so their L1 is their sum.
 # </details>
 
 # %%
-def l1_loss(latents: Tensor, W_dec: Tensor, coefficient: float, weighted: bool) -> Tensor:
-    """coefficient * mean over tokens of sum_i |f_i| (times ||W_dec[i]|| when weighted)."""
-    # EXERCISE l1_loss
-    per_latent = latents.abs()
-    if weighted:
-        per_latent = per_latent * W_dec.norm(dim=-1)
-    return coefficient * per_latent.sum(-1).mean()
+def relu_sae_forward(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor,
+                     sparsity_coefficient: float,
+                     weighted: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """x [n, d_in] -> (latents [n, d_sae], x_hat [n, d_in], {"mse": ..., "l1": ...}):
+    latents = ReLU((x - b_dec) @ W_enc + b_enc), x_hat = latents @ W_dec + b_dec."""
+    # EXERCISE relu_sae_forward
+    latents = torch.relu((x - b_dec) @ W_enc + b_enc)
+    x_hat = latents @ W_dec + b_dec
+    per_latent = latents * W_dec.norm(dim=-1) if weighted else latents
+    losses = {"mse": (x_hat - x).pow(2).sum(-1).mean(),
+              "l1": sparsity_coefficient * per_latent.sum(-1).mean()}
+    return latents, x_hat, losses
     # END EXERCISE
 
 
 # %%
-checks.toy_sae.test_l1_loss(l1_loss)
+checks.toy_sae.test_relu_sae_forward(relu_sae_forward)
 
 # %% [markdown]
 # ### Keeping decoder rows at unit norm
@@ -647,25 +643,38 @@ plt.show()
 # $E\lVert \hat x/\gamma - x\rVert^2$ to zero). It is 1 without shrinkage and below 1 when the
 # reconstructions come out too short ($\hat x = 0.8\,x$ gives 0.8).
 #
-# **Exercise.** Take the expectations over all tokens (rows) at once: one ratio of two means,
-# not a mean of per-token ratios. Accept inputs `[..., d]`.
+# Together with the explained variance of section 6 it reads a reconstruction in two numbers:
+# how much of the data it explains, and whether it comes out too short.
+#
+# **Exercise: `reconstruction_stats`.** Return both, `{"explained_variance": ..., "shrinkage":
+# ...}`, each a 0-dimensional tensor of the input's dtype. Take every expectation over all tokens
+# (rows) at once: ratios of means, not means of per-token ratios. The variance is the data's
+# spread around *its mean* $E[x]$ (one mean per dimension). Accept inputs `[..., d]`: every
+# dimension but the last is tokens. Expect the check's tick line: $\hat x = 0.8\,x$ gives
+# $\gamma = 0.8$ and an explained variance below 1.
 #
 # <details><summary>Hint</summary>
 #
-# `x_hat.pow(2).sum()` and `(x * x_hat).sum()` are the two sums; the number of tokens
-# cancels. Compute in float64 for large inputs if you like, but return the input's dtype.
+# `x.reshape(-1, x.shape[-1])` makes the tokens one axis. `x_hat.pow(2).sum()` and
+# `(x * x_hat).sum()` are the two sums of $\gamma$ (the number of tokens cancels); the variance
+# is `(x - x.mean(0)).pow(2).sum(-1).mean()` on the flattened `x`.
 # </details>
 
 # %%
-def shrinkage(x: Tensor, x_hat: Tensor) -> Tensor:
-    """The relative reconstruction bias E||x_hat||^2 / E<x, x_hat> over the rows (a scalar)."""
-    # EXERCISE shrinkage
-    return x_hat.pow(2).sum() / (x * x_hat).sum()
+def reconstruction_stats(x: Tensor, x_hat: Tensor) -> dict[str, Tensor]:
+    """The explained variance 1 - E||x - x_hat||^2 / E||x - E[x]||^2 and the relative
+    reconstruction bias gamma = E||x_hat||^2 / E<x, x_hat>, over the rows of [..., d] inputs."""
+    # EXERCISE reconstruction_stats
+    x, x_hat = x.reshape(-1, x.shape[-1]), x_hat.reshape(-1, x_hat.shape[-1])
+    error = (x - x_hat).pow(2).sum(-1).mean()
+    variance = (x - x.mean(0)).pow(2).sum(-1).mean()
+    return {"explained_variance": 1 - error / variance,
+            "shrinkage": x_hat.pow(2).sum() / (x * x_hat).sum()}
     # END EXERCISE
 
 
 # %%
-checks.toy_sae.test_shrinkage(shrinkage)
+checks.toy_sae.test_reconstruction_stats(reconstruction_stats)
 
 # %% [markdown]
 # **Predict, then reveal.** Which of the four architectures will show $\gamma$ clearly below 1,
@@ -773,6 +782,95 @@ def gated_sae_forward(x: Tensor, W_enc: Tensor, b_gate: Tensor, r_mag: Tensor, b
 
 # %%
 checks.toy_sae.test_gated_sae_forward(gated_sae_forward)
+
+# %% [markdown]
+# ### Training your own SAE
+#
+# **Why.** A forward pass and a loss are half an SAE; the other half is the loop that trains
+# it. The library's `train_sae` adds schedules, dead-latent tracking and checkpoints, but its
+# core is five lines you can write: take a batch, run the forward pass, add up the loss terms,
+# backpropagate, step the optimiser (Adam, Kingma & Ba 2014,
+# [arXiv 1412.6980](https://arxiv.org/abs/1412.6980)). You then train *your* Gated SAE with
+# *your* loop and score it with *your* `reconstruction_stats` and MMCS.
+#
+# **Exercise: `train_sae_loop`.** `forward` is any function with the signature of
+# `gated_sae_forward`: `forward(x, *params, sparsity_coefficient) -> (x_hat, losses)`. Make one
+# Adam optimiser over `params` (leaf tensors with `requires_grad=True`, trained in place), and
+# at step `t` train on `batch(t)`, for `t = 0 .. n_steps - 1`, one forward pass per step.
+# Return the loss of every step (the sum of the terms) as Python floats. Expect the check's tick
+# line: your loop ends at the same weights as the reference loop.
+#
+# <details><summary>Hint</summary>
+#
+# `torch.optim.Adam(params, lr=lr)` once, before the loop. In the loop: `optimizer.zero_grad()`
+# (otherwise gradients add up across steps), `loss.backward()`, `optimizer.step()`. Keep
+# `loss.item()`, not `loss`: a tensor keeps its whole graph alive, and a list of them grows the
+# memory with every step.
+# </details>
+
+# %%
+def train_sae_loop(forward: Callable, params: list[Tensor], batch: Callable[[int], Tensor],
+                   n_steps: int, lr: float, sparsity_coefficient: float) -> list[float]:
+    """Train `params` in place with Adam(lr): at step t, the loss is the sum of the terms of
+    forward(batch(t), *params, sparsity_coefficient). Returns the n_steps losses."""
+    # EXERCISE train_sae_loop
+    optimizer = torch.optim.Adam(params, lr=lr)
+    history = []
+    for step in range(n_steps):
+        _, losses = forward(batch(step), *params, sparsity_coefficient)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history
+    # END EXERCISE
+
+
+# %%
+checks.toy_sae.test_train_sae_loop(train_sae_loop)
+
+# %% [markdown]
+# Now all of it together, on the synthetic data of section 1: a Gated SAE with 128 latents
+# starts from the library's initialisation (its `W_dec` rows random unit directions, `W_enc`
+# their transpose; independent of the data's features), your `gated_sae_forward` and
+# `train_sae_loop` train it with a constant learning rate (no warm-up, no decay), and your
+# `reconstruction_stats` and `mean_max_cosine_similarity` score it.
+#
+# **Expect:** the loss falling steeply over the first few dozen steps, then slowly. On `ci`
+# (250 steps) your SAE reaches an L0 of about 5 with an explained variance of 0.68 and a gamma
+# of 0.89, but has found only 5 of the 64 features (MMCS 0.72): the sizes settle before the
+# directions do. On `laptop` (2000 steps) it reaches an L0 of about 6.6, an explained variance
+# of 0.89, a gamma of 0.99, and 60 of the 64 features (MMCS 0.95). Compare gamma with the
+# ReLU + L1 rows printed in section 7: 0.64 to 0.89 on `ci`, and 0.87 at an L0 of 5.1 on
+# `laptop`.
+
+# %%
+gated_names = ("W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec")
+start = SAE(SAEConfig(d_in=32, d_sae=128, architecture="gated"), device=device, seed=settings.seed)
+my_params = [getattr(start, name).detach().clone().requires_grad_(True) for name in gated_names]
+with tqdm(total=frontier_steps, desc="your Gated SAE") as bar:
+    def counted_batch(step: int) -> Tensor:
+        bar.update(1)
+        return synthetic_batch(step)
+
+    my_history = train_sae_loop(gated_sae_forward, my_params, counted_batch,
+                                n_steps=frontier_steps, lr=3e-3, sparsity_coefficient=1.0)
+with torch.no_grad():
+    my_x_hat, _ = gated_sae_forward(x_eval, *my_params, 1.0)
+    my_latents = saelib.gated_forward(x_eval, *my_params, 1.0)[1]
+    my_stats = reconstruction_stats(x_eval, my_x_hat)
+    my_best = ev.best_cosines(synthetic.features, my_params[4])
+print(f"your Gated SAE after {frontier_steps} steps: L0 {ev.l0(my_latents):.2f}, explained "
+      f"variance {my_stats['explained_variance']:.2f}, gamma {my_stats['shrinkage']:.2f}, MMCS "
+      f"{mean_max_cosine_similarity(synthetic.features, my_params[4]):.3f}, recovered "
+      f"{int((my_best > ev.RECOVERED_COSINE).sum())}/64")
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(my_history)
+ax.set(xlabel="step", ylabel="loss (mse + l1 + aux)", yscale="log",
+       title="Your loop training your Gated SAE")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # Now the library's Gated SAE on the same synthetic data, steps and schedule as the frontier.
@@ -896,6 +994,9 @@ widgets.decoder_scrubber(scrub.snapshots, synthetic.features, steps=scrub.snapsh
 #   features are lost.
 # - Dead latents waste capacity: AuxK (TopK) and resampling (ReLU) bring them back; initialising
 #   `W_enc` from `W_dec` transposed and `b_dec` at the geometric median helps from the start.
+# - A whole SAE is a forward pass, a loss and a short loop: you wrote all three and trained a
+#   Gated SAE with them, and your numbers are the library's (the checks compare weights after
+#   training).
 #
 # Notebook 04 trains exactly this `SAE` class on GPT-2 activations, where the TopK step uses a
 # sparse decoder and sparse gradients (`benchmarks/sae_step.py` measures it).

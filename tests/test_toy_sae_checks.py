@@ -21,18 +21,19 @@ REWRITES = {
          "    w = torch.nn.functional.normalize(W_dec, dim=1)\n"
          "    return torch.einsum(\"fd,sd->fs\", t, w).amax(dim=1).mean()\n"),
     ],
-    "relu_encode": [
-        ("    return torch.relu((x - b_dec) @ W_enc + b_enc)\n",
+    "relu_sae_forward": [
+        ("    latents = torch.relu((x - b_dec) @ W_enc + b_enc)\n"
+         "    x_hat = latents @ W_dec + b_dec\n",
          "    pre = torch.einsum(\"ni,is->ns\", x - b_dec, W_enc) + b_enc\n"
-         "    return torch.where(pre > 0, pre, torch.zeros_like(pre))\n"),
-    ],
-    "l1_loss": [
-        ("    per_latent = latents.abs()\n    if weighted:\n"
-         "        per_latent = per_latent * W_dec.norm(dim=-1)\n"
-         "    return coefficient * per_latent.sum(-1).mean()\n",
+         "    latents = torch.where(pre > 0, pre, torch.zeros_like(pre))\n"
+         "    x_hat = torch.addmm(b_dec, latents, W_dec)\n"),
+        ("    per_latent = latents * W_dec.norm(dim=-1) if weighted else latents\n"
+         "    losses = {\"mse\": (x_hat - x).pow(2).sum(-1).mean(),\n"
+         "              \"l1\": sparsity_coefficient * per_latent.sum(-1).mean()}\n",
          "    scale = torch.linalg.vector_norm(W_dec, dim=1) if weighted else 1.0\n"
-         "    total = (latents.abs() * scale).sum()\n"
-         "    return coefficient * total / latents.shape[0]\n"),
+         "    n = x.shape[0]\n"
+         "    losses = {\"mse\": torch.sum((x - x_hat) ** 2) / n,\n"
+         "              \"l1\": sparsity_coefficient * (latents.abs() * scale).sum() / n}\n"),
     ],
     "remove_parallel_grad": [
         ("    unit = W_dec / W_dec.norm(dim=-1, keepdim=True)\n"
@@ -77,14 +78,47 @@ REWRITES = {
          "        near = (z - threshold).abs() < bw / 2\n"
          "        grad_threshold = torch.where(near, -threshold / bw * grad_out, zero).sum(0)\n"),
     ],
-    "shrinkage": [
-        ("    return x_hat.pow(2).sum() / (x * x_hat).sum()\n",
-         "    return torch.einsum(\"...d,...d->\", x_hat, x_hat) / torch.einsum(\"...d,...d->\", "
-         "x, x_hat)\n"),
+    "reconstruction_stats": [
+        ("    x, x_hat = x.reshape(-1, x.shape[-1]), x_hat.reshape(-1, x_hat.shape[-1])\n"
+         "    error = (x - x_hat).pow(2).sum(-1).mean()\n"
+         "    variance = (x - x.mean(0)).pow(2).sum(-1).mean()\n"
+         "    return {\"explained_variance\": 1 - error / variance,\n"
+         "            \"shrinkage\": x_hat.pow(2).sum() / (x * x_hat).sum()}\n",
+         "    flat = x.flatten(0, -2)\n"
+         "    centred = flat - flat.mean(dim=0, keepdim=True)\n"
+         "    unexplained = torch.sum((x - x_hat) ** 2) / torch.sum(centred ** 2)\n"
+         "    gamma = torch.einsum(\"...d,...d->\", x_hat, x_hat) / torch.einsum(\"...d,...d->\", "
+         "x, x_hat)\n"
+         "    return {\"shrinkage\": gamma, \"explained_variance\": 1.0 - unexplained}\n"),
     ],
     "gated_sae_forward": [
         ("    pi_mag = x_c @ (W_enc * r_mag.exp()) + b_mag\n",
          "    pi_mag = (x_c @ W_enc) * torch.exp(r_mag) + b_mag\n"),
+    ],
+    "train_sae_loop": [
+        ("    optimizer = torch.optim.Adam(params, lr=lr)\n"
+         "    history = []\n"
+         "    for step in range(n_steps):\n"
+         "        _, losses = forward(batch(step), *params, sparsity_coefficient)\n"
+         "        loss = sum(losses.values())\n"
+         "        optimizer.zero_grad()\n"
+         "        loss.backward()\n"
+         "        optimizer.step()\n"
+         "        history.append(loss.item())\n"
+         "    return history\n",
+         "    optimizer = torch.optim.Adam(params, lr)\n"
+         "    history = []\n"
+         "    step = 0\n"
+         "    while step < n_steps:\n"
+         "        x = batch(step)\n"
+         "        terms = forward(x, *params, sparsity_coefficient)[1]\n"
+         "        loss = terms[\"mse\"] + terms[\"l1\"] + terms[\"aux\"]\n"
+         "        optimizer.zero_grad(set_to_none=False)\n"
+         "        loss.backward()\n"
+         "        optimizer.step()\n"
+         "        history.append(float(loss))\n"
+         "        step += 1\n"
+         "    return history\n"),
     ],
 }
 

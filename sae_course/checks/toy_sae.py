@@ -129,107 +129,125 @@ def test_mean_max_cosine_similarity(mean_max_cosine_similarity: Callable) -> Non
                "dictionary, leaving its inputs unchanged")
 
 
-# --------------------------------------------------------------------------- relu_encode
+# --------------------------------------------------------------------------- relu_sae_forward
+
+_RELU = ("x", "W_enc", "b_enc", "W_dec", "b_dec", "sparsity_coefficient", "weighted")
 
 
-@_one_thread
-def test_relu_encode(relu_encode: Callable) -> None:
-    ex = "relu_encode"
-    names = ("x", "W_enc", "b_enc", "b_dec")
-    cases = [(5, 4, 7, torch.float32), (1, 3, 3, torch.float64), (8, 6, 12, torch.float32)]
-    for seed, (n, d_in, d_sae, dtype) in enumerate(cases):
-        g = seeded_generator(seed)
-        x = torch.randn(n, d_in, generator=g, dtype=dtype)
-        W_enc = torch.randn(d_in, d_sae, generator=g, dtype=dtype)
-        b_enc = torch.randn(d_sae, generator=g, dtype=dtype) * 0.5
-        b_dec = torch.randn(d_in, generator=g, dtype=dtype)
-        args = (x, W_enc, b_enc, b_dec)
-        expected = ref.relu_encode(*args)
-        got = _call_on_copies(ex, relu_encode, args, names)
-        compare(got, expected, exercise=ex, what=f"the latents for {n} tokens", mistakes={
+def _relu_ref(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor,
+              coef: float, weighted: bool) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """The library's ReLU SAE pieces: (latents, x_hat, {"mse", "l1"})."""
+    latents = ref.relu_encode(x, W_enc, b_enc, b_dec)
+    x_hat = latents @ W_dec + b_dec
+    return latents, x_hat, {"mse": (x_hat - x).pow(2).sum(-1).mean(),
+                            "l1": coef * ref.l1_penalty(latents, W_dec if weighted else None)
+                            .mean()}
+
+
+def _relu_output(ex: str, got: Any) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    require(isinstance(got, tuple) and len(got) == 3 and isinstance(got[2], dict), ex,
+            "return a triple (latents, x_hat, losses) with losses a dict "
+            "{'mse': ..., 'l1': ...}.")
+    require(set(got[2]) == {"mse", "l1"}, ex,
+            f"the losses dict should have exactly the keys ['mse', 'l1'], got {sorted(got[2])}.")
+    return got
+
+
+def _relu_mistakes(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor,
+                   coef: float, weighted: bool) -> dict[str, dict[str, Tensor]]:
+    """What known mistakes give, for each output: {output: {description: value}}."""
+    latents, x_hat, _ = _relu_ref(x, W_enc, b_enc, W_dec, b_dec, coef, weighted)
+    norms = W_dec.norm(dim=-1) if weighted else 1
+    l1 = {
+        "you average over latents instead of summing them": coef * (latents * norms).mean(),
+        "you sum over tokens instead of averaging": coef * (latents * norms).sum(),
+        "you forgot the coefficient": (latents * norms).sum(-1).mean(),
+    }
+    if weighted:
+        l1["you did not weight by the decoder row norms"] = coef * latents.sum(-1).mean()
+        l1["you weight by squared decoder norms"] = coef * (
+            latents * W_dec.pow(2).sum(-1)).sum(-1).mean()
+        if W_dec.shape[0] == W_dec.shape[1]:
+            l1["you took the norms over the wrong dimension (columns)"] = coef * (
+                latents * W_dec.norm(dim=0)).sum(-1).mean()
+    else:
+        l1["you weighted by the decoder norms though weighted=False"] = coef * (
+            latents * W_dec.norm(dim=-1)).sum(-1).mean()
+    return {
+        "latents": {
             "you do not subtract b_dec from x before encoding": torch.relu(x @ W_enc + b_enc),
             "you add b_dec instead of subtracting it": torch.relu((x + b_dec) @ W_enc + b_enc),
             "the ReLU is missing": (x - b_dec) @ W_enc + b_enc,
             "you add b_enc after the ReLU": torch.relu((x - b_dec) @ W_enc) + b_enc,
             "you forgot b_enc": torch.relu((x - b_dec) @ W_enc),
-        })
-        _same_dtype(ex, got, dtype, "the latents")
-        _grad_check(ex, relu_encode, ref.relu_encode, args, names, wrt=(0, 1, 2, 3),
-                    what="the latents", seed=seed)
-    # edge case: x equal to b_dec -> relu(b_enc)
-    b_dec = torch.randn(4, generator=seeded_generator(9))
-    b_enc = torch.tensor([0.5, -0.5, 0.0])
-    got = _call_on_copies(ex, relu_encode, (b_dec[None].clone(), torch.randn(4, 3), b_enc, b_dec),
-                          names)
-    compare(got, torch.relu(b_enc)[None], exercise=ex,
-            what="the latents of the input x = b_dec (should be ReLU(b_enc))")
-    passed(ex, "values, dtype and the gradients to x, W_enc, b_enc and b_dec match the reference "
-               "on 3 random cases and x = b_dec; inputs left unchanged")
+        },
+        "x_hat": {
+            "the decoder leaves out b_dec": latents @ W_dec,
+            "you decode with W_enc transposed (tied weights) instead of W_dec":
+                latents @ W_enc.t() + b_dec,
+        },
+        "mse": {
+            "you average the squared error over the dimensions instead of summing them":
+                (x_hat - x).pow(2).mean(),
+            "you sum the squared error over the tokens instead of averaging":
+                (x_hat - x).pow(2).sum(),
+            "you take the norm of the error, not its square": (x_hat - x).norm(dim=-1).mean(),
+        },
+        "l1": l1,
+    }
 
 
-# --------------------------------------------------------------------------- l1_loss
-
-
-def _ref_l1(latents: Tensor, W_dec: Tensor, coef: float, weighted: bool) -> Tensor:
-    return coef * ref.l1_penalty(latents, W_dec if weighted else None).mean()
+def _relu_case(seed: int, n: int, d_in: int, d_sae: int, dtype: torch.dtype) -> list[Tensor]:
+    g = seeded_generator(seed)
+    return [torch.randn(n, d_in, generator=g, dtype=dtype),
+            torch.randn(d_in, d_sae, generator=g, dtype=dtype),
+            torch.randn(d_sae, generator=g, dtype=dtype) * 0.5,
+            torch.randn(d_sae, d_in, generator=g, dtype=dtype) * 2,
+            torch.randn(d_in, generator=g, dtype=dtype)]
 
 
 @_one_thread
-def test_l1_loss(l1_loss: Callable) -> None:
-    ex = "l1_loss"
-    names = ("latents", "W_dec", "coefficient", "weighted")
-    for seed, (n, d_sae, d_in, dtype) in enumerate(
-            [(9, 7, 7, torch.float32), (6, 10, 4, torch.float64), (1, 5, 3, torch.float32)]):
-        g = seeded_generator(seed)
-        latents = torch.relu(torch.randn(n, d_sae, generator=g, dtype=dtype))
-        W_dec = torch.randn(d_sae, d_in, generator=g, dtype=dtype) * 2
-        coef = 0.3 + seed
+def test_relu_sae_forward(relu_sae_forward: Callable) -> None:
+    ex = "relu_sae_forward"
+    cases = [(5, 4, 7, 0.3, torch.float32), (1, 3, 3, 1.3, torch.float64),
+             (8, 6, 6, 2.3, torch.float32)]
+    for seed, (n, d_in, d_sae, coef, dtype) in enumerate(cases):
         for weighted in (True, False):
-            args = (latents, W_dec, coef, weighted)
-            expected = _ref_l1(*args)
-            got = _call_on_copies(ex, l1_loss, args, names)
-            norms0 = W_dec.norm(dim=0)
-            mistakes = {
-                "you average over latents instead of summing them": coef * (
-                    latents * (W_dec.norm(dim=-1) if weighted else 1)).mean(),
-                "you sum over tokens instead of averaging": coef * (
-                    latents * (W_dec.norm(dim=-1) if weighted else 1)).sum(),
-                "you forgot the coefficient": ref.l1_penalty(
-                    latents, W_dec if weighted else None).mean(),
-            }
-            if weighted:
-                mistakes["you did not weight by the decoder row norms"] = (
-                    coef * ref.l1_penalty(latents).mean())
-                mistakes["you weight by squared decoder norms"] = coef * (
-                    latents * W_dec.pow(2).sum(-1)).sum(-1).mean()
-                if d_sae == d_in:
-                    mistakes["you took the norms over the wrong dimension (columns)"] = coef * (
-                        latents * norms0).sum(-1).mean()
-            else:
-                mistakes["you weighted by the decoder norms though weighted=False"] = (
-                    coef * ref.l1_penalty(latents, W_dec).mean())
-            compare(got, expected, exercise=ex,
-                    what=f"the loss (weighted={weighted}, {n} tokens, d_sae={d_sae})",
-                    mistakes=mistakes)
-            require(got.dim() == 0, ex, "the loss should be a scalar (0-dim tensor).")
-            _same_dtype(ex, got, dtype, "the loss")
-            _grad_check(ex, l1_loss, _ref_l1, (latents + 0.01, W_dec, coef, weighted), names,
-                        wrt=(0, 1) if weighted else (0,),
-                        what=f"the loss (weighted={weighted})", seed=seed)
-    # signed latents (e.g. before a ReLU): the L1 takes absolute values
-    latents = torch.randn(5, 6, generator=seeded_generator(11))
-    W_dec = torch.randn(6, 3, generator=seeded_generator(12))
-    for weighted in (True, False):
-        W = W_dec if weighted else None
-        compare(_call_on_copies(ex, l1_loss, (latents, W_dec, 0.5, weighted), names),
-                0.5 * ref.l1_penalty(latents, W).mean(), exercise=ex,
-                what=f"the loss of signed latents (weighted={weighted})", mistakes={
-                    "you forgot the absolute value": 0.5 * (
-                        latents * (W_dec.norm(dim=-1) if weighted else 1)).sum(-1).mean()})
-    got = call(ex, l1_loss, torch.zeros(3, 4), torch.randn(4, 2), 1.0, True)
-    compare(got, torch.tensor(0.0), exercise=ex, what="the loss of all-zero latents")
-    passed(ex, "values, dtype and gradients (to the latents and, weighted, to W_dec) match the "
-               "reference, weighted and unweighted, for 3 coefficients; inputs left unchanged")
+            args = (*_relu_case(seed, n, d_in, d_sae, dtype), coef, weighted)
+            latents_ref, x_hat_ref, losses_ref = _relu_ref(*args)
+            latents, x_hat, losses = _relu_output(
+                ex, _call_on_copies(ex, relu_sae_forward, args, _RELU))
+            wrong = _relu_mistakes(*args)
+            what = f"({n} tokens, d_sae={d_sae}, coefficient {coef}, weighted={weighted})"
+            for name, got, expected in (("latents", latents, latents_ref),
+                                        ("x_hat", x_hat, x_hat_ref),
+                                        ("mse", losses["mse"], losses_ref["mse"]),
+                                        ("l1", losses["l1"], losses_ref["l1"])):
+                label = name if name in ("latents", "x_hat") else f"the {name!r} term"
+                compare(got, expected, exercise=ex, what=f"{label} {what}",
+                        mistakes=wrong[name])
+                _same_dtype(ex, got, dtype, label)
+            mix = torch.rand(2, generator=seeded_generator(50 + seed), dtype=dtype) + 0.5
+
+            def total(*a, fn, mix=mix):
+                lat, xh, terms = _relu_output(ex, fn(*a))
+                return (lat.sum(-1).mean() + xh.sum(-1).mean() + mix[0] * terms["mse"]
+                        + mix[1] * terms["l1"])
+
+            _grad_check(ex, lambda *a: total(*a, fn=relu_sae_forward),
+                        lambda *a: total(*a, fn=_relu_ref), args, _RELU, wrt=range(5),
+                        what=f"a mix of the outputs {what}", seed=seed)
+    # edge case: x equal to b_dec -> latents ReLU(b_enc)
+    x, W_enc, _, W_dec, b_dec = _relu_case(9, 1, 4, 3, torch.float32)
+    b_enc = torch.tensor([0.5, -0.5, 0.0])
+    latents, _, _ = _relu_output(ex, _call_on_copies(
+        ex, relu_sae_forward, (b_dec[None].clone(), W_enc, b_enc, W_dec, b_dec, 1.0, True),
+        _RELU))
+    compare(latents, torch.relu(b_enc)[None], exercise=ex,
+            what="the latents of the input x = b_dec (should be ReLU(b_enc))")
+    passed(ex, "latents, x_hat, both loss terms, dtypes and the gradients to all 5 tensors match "
+               "the reference on 3 cases, weighted and unweighted, for 3 coefficients, and "
+               "x = b_dec; inputs left unchanged")
 
 
 # --------------------------------------------------------------------------- remove_parallel_grad
@@ -609,43 +627,80 @@ def test_jumprelu_function(JumpReLUFunction) -> None:
                "bandwidths (float32 and float64)")
 
 
-# --------------------------------------------------------------------------- shrinkage
+# --------------------------------------------------------------------------- reconstruction_stats
+
+_STATS = ("explained_variance", "shrinkage")
+
+
+def _stats_mistakes(x: Tensor, x_hat: Tensor) -> dict[str, dict[str, Tensor]]:
+    flat_x = x.reshape(-1, x.shape[-1]).double()
+    flat_h = x_hat.reshape(-1, x.shape[-1]).double()
+    error = (flat_x - flat_h).pow(2).sum(-1)
+    centred = (flat_x - flat_x.mean(0)).pow(2).sum(-1)
+    dot = (flat_x * flat_h).sum(-1)
+    per_dim = 1 - (flat_x - flat_h).pow(2).mean(0) / flat_x.var(0, unbiased=False)
+    gamma = ev.shrinkage(x, x_hat).double()
+    return {
+        "explained_variance": {
+            "the variance is not centred: E||x||^2 instead of E||x - E[x]||^2":
+                1 - error.mean() / flat_x.pow(2).sum(-1).mean(),
+            "you return the unexplained fraction E||x - x_hat||^2 / E||x - E[x]||^2":
+                error.mean() / centred.mean(),
+            "you average one explained variance per dimension instead of pooling them":
+                per_dim.mean(),
+            "you averaged per-token ratios instead of dividing the two means":
+                1 - (error / centred).mean(),
+            "the variance is taken around the mean of x_hat, not of x":
+                1 - error.mean() / (flat_x - flat_h.mean(0)).pow(2).sum(-1).mean(),
+        },
+        "shrinkage": {
+            "the ratio is inverted (E<x, x_hat> / E||x_hat||^2)": 1 / gamma,
+            "you averaged per-token ratios instead of dividing the two means":
+                (flat_h.pow(2).sum(-1) / dot).mean(),
+            "you compared norms, E||x_hat|| / E||x||":
+                flat_h.norm(dim=-1).mean() / flat_x.norm(dim=-1).mean(),
+            "the numerator is E||x||^2 instead of E||x_hat||^2":
+                flat_x.pow(2).sum() / dot.sum(),
+        },
+    }
 
 
 @_one_thread
-def test_shrinkage(shrinkage: Callable) -> None:
-    ex = "shrinkage"
+def test_reconstruction_stats(reconstruction_stats: Callable) -> None:
+    ex = "reconstruction_stats"
     names = ("x", "x_hat")
     g = seeded_generator(0)
-    x = torch.randn(100, 16, generator=g) + torch.randn(16, generator=g)
+    scales = torch.rand(16, generator=g) * 3 + 0.2  # dimensions of different spread
+    x = (torch.randn(100, 16, generator=g) + torch.randn(16, generator=g) * 2) * scales
     per_token = torch.rand(100, 1, generator=g) * 0.6 + 0.5
+    noisy = x + 0.5 * torch.randn(100, 16, generator=g) * scales.flip(0)
     cases = [
         (x, 0.8 * x, "x_hat = 0.8 x"),
-        (x, x + 0.3 * torch.randn(100, 16, generator=g), "x plus noise"),
+        (x, noisy, "x plus noise"),
         (x, per_token * x, "x_hat shrunk by a different factor per token"),
-        (x.reshape(4, 25, 16), (per_token * x).reshape(4, 25, 16), "[batch, pos, d] inputs"),
-        (x[:1].double(), 1.3 * x[:1].double(), "one token, float64, x_hat = 1.3 x"),
+        (x.reshape(4, 25, 16), noisy.reshape(4, 25, 16), "[batch, pos, d] inputs"),
         (x.double(), (per_token * x).double(), "float64, a factor per token"),
+        (x[:1].double(), 1.3 * x[:1].double(), "one token, float64, x_hat = 1.3 x"),
     ]
     for x_in, x_hat, label in cases:
-        got = _call_on_copies(ex, shrinkage, (x_in, x_hat), names)
-        flat_x, flat_h = x_in.reshape(-1, 16).double(), x_hat.reshape(-1, 16).double()
-        dot = (flat_x * flat_h).sum(-1)
-        compare(got, ev.shrinkage(x_in, x_hat).double(), exercise=ex, what=f"gamma for {label}",
-                rtol=1e-4, atol=1e-6, mistakes={
-                    "the ratio is inverted (E<x, x_hat> / E||x_hat||^2)":
-                        1 / ev.shrinkage(x_in, x_hat),
-                    "you averaged per-token ratios instead of dividing the two means":
-                        (flat_h.pow(2).sum(-1) / dot).mean(),
-                    "you compared norms, E||x_hat|| / E||x||":
-                        flat_h.norm(dim=-1).mean() / flat_x.norm(dim=-1).mean(),
-                    "the numerator is E||x||^2 instead of E||x_hat||^2":
-                        flat_x.pow(2).sum() / dot.sum(),
-                })
-        require(isinstance(got, Tensor) and got.dim() == 0, ex, "gamma should be a scalar.")
-        _same_dtype(ex, got, x_in.dtype, "gamma")
-    passed(ex, "gamma = E||x_hat||^2 / E<x, x_hat> matches on 6 cases (0.8 x gives 0.8, "
-               "per-token factors, [batch, pos, d], float64 kept), inputs left unchanged")
+        got = _call_on_copies(ex, reconstruction_stats, (x_in, x_hat), names)
+        require(isinstance(got, dict) and set(got) == set(_STATS), ex,
+                f"return a dict with exactly the keys {list(_STATS)}"
+                + (f", got {sorted(got)}." if isinstance(got, dict) else
+                   f", got {type(got).__name__}."))
+        wrong = _stats_mistakes(x_in, x_hat)
+        expected = {"explained_variance": ev.explained_variance(x_in.double(), x_hat.double()),
+                    "shrinkage": ev.shrinkage(x_in, x_hat)}
+        # one token has no variance to explain: only gamma is defined there
+        for stat in _STATS if x_in.reshape(-1, 16).shape[0] > 1 else ("shrinkage",):
+            compare(got[stat], expected[stat].double(), exercise=ex,
+                    what=f"the {stat} for {label}", rtol=1e-4, atol=1e-6, mistakes=wrong[stat])
+            require(isinstance(got[stat], Tensor) and got[stat].dim() == 0, ex,
+                    f"the {stat} should be a 0-dimensional tensor.")
+            _same_dtype(ex, got[stat], x_in.dtype, f"the {stat}")
+    passed(ex, "explained variance and gamma match on 6 cases (0.8 x gives gamma 0.8, noise, "
+               "per-token factors, [batch, pos, d], float64 kept, one token), inputs left "
+               "unchanged")
 
 
 # --------------------------------------------------------------------------- Gated SAE
@@ -785,6 +840,115 @@ def _train_gated(ex: str, gated_sae_forward: Callable, n_steps: int = 30) -> Non
                 what=f"`{name}` after {n_steps} Adam steps of training through your function")
 
 
+# --------------------------------------------------------------------------- train_sae_loop
+
+
+def _gated_pair(x: Tensor, *params_and_coef: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """The library's Gated SAE with the signature of `gated_sae_forward`: (x_hat, losses)."""
+    x_hat, _, losses = ref.gated_forward(x, *params_and_coef)
+    return x_hat, losses
+
+
+def _reference_loop(params: list[Tensor], batch: Callable[[int], Tensor], n_steps: int,
+                    lr: float, coef: float, mistake: str = "") -> list[float]:
+    """The loop the exercise asks for, or one of the known mistakes."""
+    make = torch.optim.SGD if mistake == "sgd" else torch.optim.Adam
+    optimizer = make(params, lr=lr)
+    history = []
+    for step in range(n_steps):
+        if mistake == "new_optimizer":
+            optimizer = make(params, lr=lr)
+        _, losses = _gated_pair(batch(step), *params, coef)
+        loss = losses["mse"] if mistake == "mse_only" else sum(losses.values())
+        if mistake != "no_zero_grad":
+            optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history
+
+
+_LOOP_MISTAKES = {
+    "sgd": "you used SGD instead of Adam",
+    "no_zero_grad": "the gradients are never zeroed, so every step adds to the last one's "
+                    "(call optimizer.zero_grad() each step)",
+    "new_optimizer": "you create a new Adam optimiser every step, which throws away its "
+                     "running averages: create it once, before the loop",
+    "mse_only": "you train on the 'mse' term alone: the loss is the sum of all the terms",
+}
+_GATED_PARAMS = ("W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec")
+
+
+def _gated_start(seed: int) -> list[Tensor]:
+    sae = ref.SAE(ref.SAEConfig(d_in=8, d_sae=32, architecture="gated"),
+                  dtype=torch.float64, seed=seed)
+    return [getattr(sae, n).detach().clone().requires_grad_(True) for n in _GATED_PARAMS]
+
+
+@_one_thread
+def test_train_sae_loop(train_sae_loop: Callable) -> None:
+    ex = "train_sae_loop"
+    data = SyntheticFeatures(24, 8, 0.1, seed=5, dtype=torch.float64)
+
+    def batch_of(seed: int) -> Callable[[int], Tensor]:
+        return lambda step: data.sample(64, seeded_generator(seed * 1000 + step))[0]
+
+    for seed, (n_steps, lr, coef) in enumerate([(12, 1e-2, 0.5), (7, 3e-3, 1.5), (0, 1e-2, 1.0)]):
+        params = _gated_start(seed)
+        start = [p.detach().clone() for p in params]
+        batch_calls: list[int] = []
+        forward_calls: list[bool] = []
+
+        def batch(step: int, seed: int = seed, calls: list[int] = batch_calls) -> Tensor:
+            calls.append(step)
+            return batch_of(seed)(step)
+
+        def forward(x: Tensor, *rest: Any, params: list[Tensor] = params,
+                    calls: list[bool] = forward_calls) -> tuple[Tensor, dict[str, Tensor]]:
+            calls.append(len(rest) == len(params) + 1
+                         and all(a is p for a, p in zip(rest, params, strict=False)))
+            return _gated_pair(x, *rest)
+
+        history = call(ex, train_sae_loop, forward, params, batch, n_steps, lr, coef)
+        what = f"({n_steps} steps, lr {lr}, coefficient {coef})"
+        require(batch_calls == list(range(n_steps)), ex,
+                f"batch was called with steps {batch_calls[:12]}"
+                f"{' ...' if len(batch_calls) > 12 else ''} {what}; train on batch(t) for "
+                f"t = 0, 1, ..., {n_steps - 1}, once each.")
+        require(len(forward_calls) == n_steps, ex,
+                f"your loop ran the forward pass {len(forward_calls)} times in {n_steps} steps "
+                f"{what}: one forward pass per step is enough (reuse its loss for the history).")
+        require(all(forward_calls), ex,
+                "pass the parameters themselves to forward, in order: "
+                "forward(x, *params, sparsity_coefficient) (not copies, which would not train).")
+        require(isinstance(history, (list, tuple)) and len(history) == n_steps, ex,
+                f"return a list of {n_steps} losses, one per step {what}, got "
+                f"{type(history).__name__}"
+                + (f" of length {len(history)}." if hasattr(history, "__len__") else "."))
+        require(all(isinstance(h, float) for h in history), ex,
+                "the history should hold Python floats (loss.item()): a loss tensor keeps its "
+                "whole computation graph alive, so a list of them grows with every step.")
+        expected_params = [s.clone().requires_grad_(True) for s in start]
+        expected_history = _reference_loop(expected_params, batch_of(seed), n_steps, lr, coef)
+        wrong = {}
+        for mistake, description in _LOOP_MISTAKES.items():
+            wrong_params = [s.clone().requires_grad_(True) for s in start]
+            _reference_loop(wrong_params, batch_of(seed), n_steps, lr, coef, mistake)
+            wrong[description] = wrong_params
+        for i, name in enumerate(_GATED_PARAMS):
+            compare(params[i], expected_params[i], exercise=ex, atol=1e-7, rtol=1e-6,
+                    what=f"`{name}` after your loop {what}",
+                    mistakes={d: w[i] for d, w in wrong.items()})
+        if n_steps:
+            compare(torch.tensor(history, dtype=torch.float64),
+                    torch.tensor(expected_history, dtype=torch.float64), exercise=ex,
+                    atol=1e-7, rtol=1e-6, what=f"the losses your loop returned {what}")
+    passed(ex, "the weights after 12 and 7 steps and every step's loss match the reference "
+               "loop (Adam once, gradients zeroed, the sum of the terms) for 2 learning rates "
+               "and coefficients; batch(t) for t = 0.. once each, one forward pass per step; "
+               "0 steps leave the weights alone")
+
+
 __all__ = [
     "CheckFailed",
     "test_auxk_loss",
@@ -792,10 +956,10 @@ __all__ = [
     "test_gated_sae_forward",
     "test_geometric_median",
     "test_jumprelu_function",
-    "test_l1_loss",
     "test_mean_max_cosine_similarity",
-    "test_relu_encode",
+    "test_reconstruction_stats",
+    "test_relu_sae_forward",
     "test_remove_parallel_grad",
-    "test_shrinkage",
     "test_topk_activation",
+    "test_train_sae_loop",
 ]
