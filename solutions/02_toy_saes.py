@@ -835,7 +835,8 @@ checks.toy_sae.test_train_sae_loop(train_sae_loop)
 # starts from the library's initialisation (its `W_dec` rows random unit directions, `W_enc`
 # their transpose; independent of the data's features), your `gated_sae_forward` and
 # `train_sae_loop` train it with a constant learning rate (no warm-up, no decay), and your
-# `reconstruction_stats` and `mean_max_cosine_similarity` score it.
+# `reconstruction_stats` and `mean_max_cosine_similarity` score it. (This is the one cell that
+# runs your code rather than the library's: it needs those four exercises done.)
 #
 # **Expect:** the loss falling steeply over the first few dozen steps, then slowly. On `ci`
 # (250 steps) your SAE reaches an L0 of about 5 with an explained variance of 0.68 and a gamma
