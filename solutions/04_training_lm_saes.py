@@ -60,6 +60,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sae_course import activations as acts_lib
 from sae_course import checks, plotting, pretrained, widgets
@@ -313,8 +314,10 @@ def press_stop(values: dict[str, float]) -> None:
         raise KeyboardInterrupt
 
 
+runs = tqdm(total=3, desc="demo runs: uninterrupted, interrupted, resumed", unit="run")
 uninterrupted = SAE(demo_sae_cfg, device=settings.device, seed=settings.seed)
 train_sae(uninterrupted, epochs(store), demo_cfg)
+runs.update()
 interrupted = SAE(demo_sae_cfg, device=settings.device, seed=settings.seed)
 try:
     train_sae(interrupted, epochs(store), demo_cfg, checkpoint_dir=checkpoint_dir,
@@ -322,10 +325,13 @@ try:
 except KeyboardInterrupt:
     saved = json.loads((Path(checkpoint_dir) / "state.json").read_text())["step"]
     print(f"interrupted at step {stop_at}; the last checkpoint holds step {saved}")
+runs.update()
 resumed = SAE(demo_sae_cfg, device=settings.device, seed=settings.seed)
 steps_seen = []
 train_sae(resumed, epochs(store), demo_cfg, checkpoint_dir=checkpoint_dir,
           callback=lambda values: steps_seen.append(int(values["step"])))
+runs.update()
+runs.close()
 gap = max(float((a - b).abs().max()) for a, b in
           zip(uninterrupted.state_dict().values(), resumed.state_dict().values(), strict=True))
 print(f"resumed run logged steps {steps_seen[0]}..{steps_seen[-1]}; largest weight difference "
@@ -598,7 +604,8 @@ def noise_like_error(tokens: Tensor, generator: torch.Generator):
 noise_gen = torch.Generator().manual_seed(settings.seed)
 gaps = {"error kept": [], "noise like the error": []}
 with torch.no_grad():
-    for i in range(0, len(eval_tokens), 16):
+    for i in tqdm(range(0, len(eval_tokens), 16), desc="error kept, noise like the error",
+                  unit="batch"):
         batch = eval_tokens[i:i + 16].to(model.cfg.device)
         predicted = ~bos_mask(batch, model.tokenizer.bos_token_id)[:, :-1]
         ce_clean = ev.next_token_loss(model(batch), batch)[predicted]
@@ -679,8 +686,7 @@ main_entry = next((e for e in suite if e.hook_name == hook_name and e.architectu
 if main_entry is not None:
     main_sae = pretrained.load_pretrained(pretrained.SUITE_RELEASE, main_entry.sae_id,
                                           device=settings.device)
-    main_eval = ev.evaluate_lm(main_sae, model, eval_tokens, hook_name, batch_size=16,
-                            progress=False)
+    main_eval = ev.evaluate_lm(main_sae, model, eval_tokens, hook_name, batch_size=16)
     densities[f"shipped {main_entry.sae_id}"] = main_eval.log10_density
     print(f"shipped: L0 {main_eval.l0:.1f}, explained variance {main_eval.explained_variance:.3f}, "
           f"CE gap {main_eval.ce_gap:.4f}, dead {main_eval.dead}/{main_eval.d_sae}")
@@ -744,10 +750,9 @@ relu_steps = n_steps // 2
 train_sae(relu_sae, epochs(store), TrainConfig(
     n_steps=relu_steps, lr=train_cfg.lr, lr_warmup_steps=relu_steps // 20,
     lr_decay_steps=relu_steps // 5, sparsity_warmup_steps=relu_steps // 10, seed=settings.seed,
-    progress=False, threads=1))
+    threads=1))
 acts_lib.fold_scale_into_sae(relu_sae, store.scale_factor)
-relu_eval = ev.evaluate_lm(relu_sae, model, eval_tokens, hook_name, batch_size=16,
-                        progress=False)
+relu_eval = ev.evaluate_lm(relu_sae, model, eval_tokens, hook_name, batch_size=16)
 for label, m in (("TopK", evaluation), ("ReLU + L1", relu_eval)):
     print(f"{label:10s} shrinkage gamma {m.shrinkage:.3f}  L0 {m.l0:6.1f}  explained variance "
           f"{m.explained_variance:.3f}  CE gap {m.ce_gap:.4f}")

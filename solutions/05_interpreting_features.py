@@ -60,6 +60,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import HTML, display
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sae_course import checks, pretrained
 from sae_course import features as feat
@@ -102,8 +103,8 @@ hook_name = next(p.hook_name for p in suite if p.role == "main")
 sae = pretrained.load_pretrained(RELEASE, main_id)
 n_contexts = settings.scale(ci=128, laptop=384, gpu=384)
 ctx = labelled_contexts(model.tokenizer, n_contexts, seed=settings.seed + 50_000)
-residual = torch.cat([harvest(model, ctx.tokens[i:i + 32], hook_name)  # the SAE's input,
-                      for i in range(0, len(ctx), 32)])                 # harvested once
+residual = torch.cat([harvest(model, batch, hook_name)  # the SAE's input, harvested once
+                      for batch in tqdm(ctx.tokens.split(32), desc="residual stream")])
 acts = feat.latent_activations(model, sae, ctx, activations=residual)
 print(f"SAE {main_id}: {sae.cfg.d_sae} latents at {hook_name}")
 print(f"{len(ctx)} contexts, {acts.n_counted:,} tokens (BOS excluded), "
@@ -570,11 +571,11 @@ checks.interpret.test_match_latents(match_latents)
 # %%
 widths = sorted((p for p in suite if p.role in ("width", "main")), key=lambda p: p.d_sae)
 family = {p.d_sae: pretrained.load_pretrained(RELEASE, p.sae_id) for p in widths}
-family_acts = {d: (acts if d == sae.cfg.d_sae else
-                   feat.latent_activations(model, s, ctx, progress=False,
-                                           activations=residual))
-               for d, s in family.items()}
-family_scores = {d: sc.label_scores(a, labels_flat, FEATURES) for d, a in family_acts.items()}
+family_acts, family_scores = {}, {}
+for d, s in tqdm(family.items(), desc="each width's activations and label scores"):
+    family_acts[d] = acts if d == sae.cfg.d_sae else feat.latent_activations(
+        model, s, ctx, progress=False, activations=residual)
+    family_scores[d] = sc.label_scores(family_acts[d], labels_flat, FEATURES)
 name_column = FEATURES.index("entity_type=character")
 for d, s in family_scores.items():
     f1, latent = s.f1[:, name_column].max(dim=0)
@@ -702,7 +703,7 @@ if matryoshka_id is None:
 else:
     mat = pretrained.load_pretrained(RELEASE, matryoshka_id)
     compared["Matryoshka"] = (matryoshka_id, feat.latent_activations(
-        model, mat, ctx, progress=False, activations=residual))
+        model, mat, ctx, activations=residual))
 numbers = {}
 for name, (sae_id, sae_acts) in compared.items():
     numbers[name] = summary_numbers(sae_acts)
@@ -738,7 +739,8 @@ else:
     seeded = {i: pretrained.load_pretrained(RELEASE, i) for i in seed_ids}
     per_seed = [numbers["TopK"]] + [
         summary_numbers(feat.latent_activations(model, seeded[i], ctx, progress=False,
-                                                activations=residual)) for i in seed_ids[1:]]
+                                                activations=residual))
+        for i in tqdm(seed_ids[1:], desc="reseeded SAEs: activations and summary numbers")]
     for key in numbers["TopK"]:
         values = [n[key] for n in per_seed]
         line = (f"{key:22s}: TopK seeds {', '.join(f'{v:.3f}' for v in values)} "

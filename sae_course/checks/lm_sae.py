@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sae_course import activations as acts_ref
 from sae_course import evaluation as ev
@@ -132,55 +133,66 @@ def test_train_loop(train_loop: Callable) -> None:
                    jumprelu_bandwidth=0.05, jumprelu_init_threshold=0.05),
          dict(lr=2e-3, sparsity_warmup_steps=20, lr_decay_steps=8)),
     ]
-    for seed, (label, sae_cfg, options) in enumerate(cases):
-        n_steps = (30, 24, 36)[seed]
-        batches = _loop_data(seed, n_steps, 64, sae_cfg.d_in)
-        train_cfg = TrainConfig(n_steps=n_steps, init_b_dec=None, log_every=1, progress=False,
-                                **options)
-        reference = SAE(sae_cfg, seed=seed)
-        result = train_sae(reference, [b.clone() for b in batches], train_cfg)
-        yours = SAE(sae_cfg, seed=seed)
-        given = [b.clone() for b in batches]
-
-        def schedule(step: int, _cfg: TrainConfig = train_cfg) -> tuple[float, float]:
-            return _cfg.lr_at(step), _cfg.sparsity_factor_at(step)
-
-        losses = call(ex, train_loop, yours, iter(given), n_steps, schedule)
-        for before, after in zip(batches, given, strict=True):
-            _unchanged(before, after, ex, "a batch of activations")
-        size = f" of length {len(losses)}" if hasattr(losses, "__len__") else ""
-        require(isinstance(losses, list | tuple) and len(losses) == n_steps, ex,
-                f"return the list of the {n_steps} losses, one per step (got "
-                f"{type(losses).__name__}{size}).")
-        got = _floats(losses, ex, "the losses")
-        expected = torch.tensor(result.series("loss"), dtype=torch.float64)
-        if not torch.allclose(got[:1], expected[:1], rtol=1e-4, atol=1e-5):
-            raise CheckFailed(
-                f"{ex}: on {label}, the loss of the very first batch is {got[0]:.5g}, expected "
-                f"{expected[0]:.5g}. The loss is the MSE term, plus the sparsity term ('l1' or "
-                "'l0') times the sparsity factor, plus any other term (TopK's 'aux') as it is.")
-        if sae_cfg.l1_variant == "unit_norm" and sae_cfg.architecture == "relu":
-            norms = yours.W_dec.detach().norm(dim=-1)
-            require(torch.allclose(norms, torch.ones_like(norms), atol=1e-4), ex,
-                    f"on {label} the decoder rows end with norms {norms.min():.3f} to "
-                    f"{norms.max():.3f}, not 1: call sae.before_optimizer_step() before and "
-                    "sae.after_optimizer_step() after optimizer.step().")
-        require(bool((yours.tokens_since_fired > 0).any()), ex,
-                f"on {label} the SAE's dead-latent tracker never moved: call "
-                "sae.record_firing(out.fired(), n_tokens) after every step, or no latent ever "
-                "counts as dead (and TopK's AuxK loss never trains one).")
-        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
-            first = int((~torch.isclose(got, expected, rtol=1e-4, atol=1e-5)).nonzero()[0])
-            raise CheckFailed(
-                f"{ex}: on {label}, the losses agree for the first {first} step(s) and then "
-                f"differ (step {first}: yours {got[first]:.5g}, expected {expected[first]:.5g}). "
-                "Check the update: optimizer.zero_grad() before loss.backward(), and the "
-                "learning rate from schedule(step) set on every param group at every step.")
-        for name, value in reference.state_dict().items():
-            compare(yours.state_dict()[name], value, exercise=ex, rtol=1e-4, atol=1e-5,
-                    what=f"{name} after {n_steps} steps on {label}")
+    # One bar while the 3 pairs of runs train (hidden once they pass); the success line
+    # stays the only thing a passing check leaves.
+    with tqdm(cases, desc=f"{ex}: your loop beside train_sae", unit="SAE",
+              leave=False) as bar:
+        for seed, (label, sae_cfg, options) in enumerate(bar):
+            _check_train_loop_case(train_loop, seed, label, sae_cfg, options)
     passed(ex, f"losses and every weight match train_sae after 24 to 36 steps on "
                f"{len(cases)} architectures (warm-ups, decay, unit-norm rows, AuxK, L0 term)")
+
+
+def _check_train_loop_case(train_loop: Callable, seed: int, label: str, sae_cfg: SAEConfig,
+                           options: dict[str, Any]) -> None:
+    """One case of test_train_loop: the learner's loop and train_sae on the same batches."""
+    ex = "train_loop"
+    n_steps = (30, 24, 36)[seed]
+    batches = _loop_data(seed, n_steps, 64, sae_cfg.d_in)
+    train_cfg = TrainConfig(n_steps=n_steps, init_b_dec=None, log_every=1, progress=False,
+                            **options)
+    reference = SAE(sae_cfg, seed=seed)
+    result = train_sae(reference, [b.clone() for b in batches], train_cfg)
+    yours = SAE(sae_cfg, seed=seed)
+    given = [b.clone() for b in batches]
+
+    def schedule(step: int, _cfg: TrainConfig = train_cfg) -> tuple[float, float]:
+        return _cfg.lr_at(step), _cfg.sparsity_factor_at(step)
+
+    losses = call(ex, train_loop, yours, iter(given), n_steps, schedule)
+    for before, after in zip(batches, given, strict=True):
+        _unchanged(before, after, ex, "a batch of activations")
+    size = f" of length {len(losses)}" if hasattr(losses, "__len__") else ""
+    require(isinstance(losses, list | tuple) and len(losses) == n_steps, ex,
+            f"return the list of the {n_steps} losses, one per step (got "
+            f"{type(losses).__name__}{size}).")
+    got = _floats(losses, ex, "the losses")
+    expected = torch.tensor(result.series("loss"), dtype=torch.float64)
+    if not torch.allclose(got[:1], expected[:1], rtol=1e-4, atol=1e-5):
+        raise CheckFailed(
+            f"{ex}: on {label}, the loss of the very first batch is {got[0]:.5g}, expected "
+            f"{expected[0]:.5g}. The loss is the MSE term, plus the sparsity term ('l1' or "
+            "'l0') times the sparsity factor, plus any other term (TopK's 'aux') as it is.")
+    if sae_cfg.l1_variant == "unit_norm" and sae_cfg.architecture == "relu":
+        norms = yours.W_dec.detach().norm(dim=-1)
+        require(torch.allclose(norms, torch.ones_like(norms), atol=1e-4), ex,
+                f"on {label} the decoder rows end with norms {norms.min():.3f} to "
+                f"{norms.max():.3f}, not 1: call sae.before_optimizer_step() before and "
+                "sae.after_optimizer_step() after optimizer.step().")
+    require(bool((yours.tokens_since_fired > 0).any()), ex,
+            f"on {label} the SAE's dead-latent tracker never moved: call "
+            "sae.record_firing(out.fired(), n_tokens) after every step, or no latent ever "
+            "counts as dead (and TopK's AuxK loss never trains one).")
+    if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        first = int((~torch.isclose(got, expected, rtol=1e-4, atol=1e-5)).nonzero()[0])
+        raise CheckFailed(
+            f"{ex}: on {label}, the losses agree for the first {first} step(s) and then "
+            f"differ (step {first}: yours {got[first]:.5g}, expected {expected[first]:.5g}). "
+            "Check the update: optimizer.zero_grad() before loss.backward(), and the "
+            "learning rate from schedule(step) set on every param group at every step.")
+    for name, value in reference.state_dict().items():
+        compare(yours.state_dict()[name], value, exercise=ex, rtol=1e-4, atol=1e-5,
+                what=f"{name} after {n_steps} steps on {label}")
 
 
 # ---------------------------------------------------------------- folding the normalisation
