@@ -23,7 +23,7 @@
 # exactly the directions the model relies on. So the headline numbers here are measured in
 # the model: how much worse it predicts the next token with the SAE spliced in.
 #
-# You will write 9 pieces, each followed by a check cell:
+# You will write 8 pieces, each followed by a check cell:
 #
 # 1. `schedule`: the learning-rate warm-up and decay, and the sparsity warm-up;
 # 2. `train_loop`: activation batches in, Adam steps out;
@@ -32,8 +32,7 @@
 # 5. `ce_metrics`: the CE gap and CE-loss recovered;
 # 6. `kl_per_token`: KL(clean || with SAE) for every token;
 # 7. `firing_stats`: firing density, dead and dense latents;
-# 8. `shrinkage`: the relative reconstruction bias;
-# 9. `diagnosis`: naming what went wrong in six training runs from their curves.
+# 8. `diagnosis`: naming what went wrong in six training runs from their curves.
 #
 # Every demonstration uses the course library (`sae_course.training`, `sae_course.splice`,
 # `sae_course.evaluation`, `sae_course.pretrained`), so if you are stuck on one exercise you
@@ -707,29 +706,11 @@ plt.show()
 # $$\gamma = \frac{E\lVert \hat x\rVert^2}{E\langle x, \hat x\rangle},$$
 #
 # the γ that makes x_hat / γ closest to x. It is about 1 without shrinkage and 0.8 when
-# x_hat = 0.8 x. TopK and JumpReLU SAEs do not pay for the size of a latent, so they should sit
-# near 1.
+# x_hat = 0.8 x. You wrote it in notebook 02 (`reconstruction_stats`), where it showed the toy
+# ReLU + L1 SAEs shrinking; here the library's `evaluation.shrinkage` measures it on the
+# language model, in every evaluation (`evaluate_lm(...).shrinkage`). TopK and JumpReLU SAEs do
+# not pay for the size of a latent, so they should sit near 1.
 #
-# **Exercise.** γ over all tokens (every dimension but the last is tokens).
-#
-# <details><summary>Hint</summary>
-#
-# Two sums over everything: `(x_hat * x_hat).sum()` and `(x * x_hat).sum()`; the number of
-# tokens cancels.
-# </details>
-
-# %%
-def shrinkage(x: Tensor, x_hat: Tensor) -> Tensor:
-    """gamma = E||x_hat||^2 / E<x, x_hat> over the tokens: a 0-d tensor."""
-    # EXERCISE shrinkage
-    return x_hat.pow(2).sum() / (x * x_hat).sum()
-    # END EXERCISE
-
-
-# %%
-checks.lm_sae.test_shrinkage(shrinkage)
-
-# %% [markdown]
 # **Predict, then reveal.** We train a ReLU + L1 SAE of the same width on the same data, for
 # half as many steps (a sparsity warm-up over the first tenth) and an L1 coefficient of 1.5;
 # the cell prints its L0 beside the TopK SAE's. Which one will have γ further below 1?

@@ -2,7 +2,7 @@
 
 The references are the library's: `training.TrainConfig` (the schedule) and `train_sae` (the
 loop), `activations.fold_scale_into_sae`, `splice.Splice`, and `evaluation` (CE, KL, firing
-density, shrinkage). The splice check runs on an offline model of its own (never the
+density). The splice check runs on an offline model of its own (never the
 notebook's) and removes every hook from it afterwards, so a failing attempt cannot break
 later cells.
 """
@@ -559,43 +559,6 @@ def test_firing_stats(firing_stats: Callable) -> None:
                 })
     passed(ex, "densities, dead and dense counts match on 5 cases (a tie at the threshold, "
                "[batch, pos, d_sae] input, all zeros, one token)")
-
-
-# ---------------------------------------------------------------- shrinkage
-
-
-def test_shrinkage(shrinkage: Callable) -> None:
-    ex = "shrinkage"
-    g = seeded_generator(0)
-    x = torch.randn(100, 16, generator=g) + torch.randn(16, generator=g)
-    per_token = torch.rand(100, 1, generator=g) * 0.6 + 0.5
-    cases = [
-        (x, 0.8 * x, "x_hat = 0.8 x"),
-        (x, x + 0.3 * torch.randn(100, 16, generator=g), "x plus noise"),
-        (x, per_token * x, "x_hat shrunk by a different factor per token"),
-        (x.reshape(4, 25, 16), (per_token * x).reshape(4, 25, 16), "[batch, pos, d] inputs"),
-        (x[:1].double(), 1.3 * x[:1].double(), "one token, float64, x_hat = 1.3 x"),
-    ]
-    for x_in, x_hat, label in cases:
-        a, b = x_in.clone(), x_hat.clone()
-        got = call(ex, shrinkage, a, b)
-        _unchanged(x_in, a, ex, "x")
-        _unchanged(x_hat, b, ex, "x_hat")
-        flat_x, flat_h = x_in.reshape(-1, 16).double(), x_hat.reshape(-1, 16).double()
-        dot = (flat_x * flat_h).sum(-1)
-        compare(got, ev.shrinkage(x_in, x_hat), exercise=ex, what=f"gamma for {label}",
-                rtol=1e-4, atol=1e-6, mistakes={
-                    "the ratio is inverted (E<x, x_hat> / E||x_hat||^2)":
-                        1 / ev.shrinkage(x_in, x_hat),
-                    "you averaged per-token ratios instead of dividing the two means":
-                        (flat_h.pow(2).sum(-1) / dot).mean(),
-                    "you compared norms, E||x_hat|| / E||x||":
-                        flat_h.norm(dim=-1).mean() / flat_x.norm(dim=-1).mean(),
-                    "the numerator is E||x||^2 instead of E||x_hat||^2":
-                        flat_x.pow(2).sum() / dot.sum(),
-                })
-    passed(ex, "gamma = E||x_hat||^2 / E<x, x_hat> matches on 5 cases (0.8 x gives 0.8, "
-               "per-token factors, [batch, pos, d], float64)")
 
 
 # ---------------------------------------------------------------- diagnosing broken runs

@@ -104,16 +104,6 @@ MUTANTS = [
            old="(density > dense_threshold)", new="(density >= dense_threshold)"),
     Mutant("firing_stats", "mean_value_not_firing",
            old="density = (flat != 0).float().mean(0)", new="density = flat.float().mean(0)"),
-    # shrinkage
-    Mutant("shrinkage", "inverted",
-           old="return x_hat.pow(2).sum() / (x * x_hat).sum()",
-           new="return (x * x_hat).sum() / x_hat.pow(2).sum()"),
-    Mutant("shrinkage", "mean_of_per_token_ratios",
-           old="return x_hat.pow(2).sum() / (x * x_hat).sum()",
-           new="return (x_hat.pow(2).sum(-1) / (x * x_hat).sum(-1)).mean()"),
-    Mutant("shrinkage", "norm_ratio",
-           old="return x_hat.pow(2).sum() / (x * x_hat).sum()",
-           new="return x_hat.norm(dim=-1).mean() / x.norm(dim=-1).mean()"),
     # diagnosis
     Mutant("diagnosis", "two_swapped",
            old='    "run_A": "lr_too_high",\n    "run_B": "wrong_data",\n',
