@@ -9,6 +9,11 @@ The pieces (each one an exercise in notebook 03):
   store mixes many contexts in a buffer and serves random halves of it;
 - `norm_scale_factor`: scale activations to a mean norm of sqrt(d_in), so that SAE
   hyperparameters transfer across layers and models; `unnormalize` undoes it.
+  `estimate_norm_scale_factor` estimates the same factor from the first batches of a stream,
+  with a running sum (nothing concatenated).
+
+Notebook 03 also measures the residual stream itself: `residual_norm_profile` gives the mean
+norm at every depth and position and how far BOS stands apart from the other positions.
 
 `ActivationStore` puts them together (its buffer does what `refill_and_split` does, in place, so
 its memory stays at `buffer_mb`), with a progress bar and an optional disk cache of safetensors
@@ -27,8 +32,9 @@ import math
 import re
 import sys
 from collections.abc import Generator, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file
@@ -107,6 +113,33 @@ def residual_stream(model: Any, tokens: Tensor) -> Tensor:
 def residual_norms(resid: Tensor) -> Tensor:
     """[n_layers + 1, pos]: the L2 norm of each residual vector, averaged over the batch."""
     return resid.norm(dim=-1).mean(dim=1)
+
+
+class ResidualNorms(NamedTuple):
+    """How big the residual stream is, and how far BOS stands apart (see
+    `residual_norm_profile`)."""
+
+    norms: Tensor  # [n_layers + 1, pos]: mean L2 norm over the batch, per depth and position
+    bos_ratio: Tensor  # [n_layers + 1]: the BOS norm over the other positions' mean norm
+
+
+def residual_norm_profile(resid: Tensor) -> ResidualNorms:
+    """The norms of a residual stream [n_layers + 1, batch, pos, d] and BOS against the rest.
+
+    `norms` is `residual_norms(resid)`, [n_layers + 1, pos]. `bos_ratio`, [n_layers + 1], is
+    at each depth the BOS entry of `norms` (position 0) divided by the mean of the other
+    positions' entries: 1 when BOS is as long as the rest, many times that for an attention
+    sink. Both keep the input's dtype. Raises ValueError when there is only one position (no
+    other position to compare BOS with).
+    """
+    if resid.ndim != 4:
+        raise ValueError(f"Expected a residual stream [n_layers + 1, batch, pos, d], got shape "
+                         f"{tuple(resid.shape)}. Fix: pass residual_stream(model, tokens).")
+    if resid.shape[2] < 2:
+        raise ValueError(f"The residual stream has {resid.shape[2]} position(s); comparing BOS "
+                         "with the other positions needs at least 2. Fix: use longer contexts.")
+    norms = residual_norms(resid)
+    return ResidualNorms(norms, norms[:, 0] / norms[:, 1:].mean(dim=1))
 
 
 # ---------------------------------------------------------------- harvesting
@@ -196,6 +229,41 @@ def refill_and_split(
 def norm_scale_factor(acts: Tensor) -> Tensor:
     """The factor that scales activations [tokens, d] to a mean L2 norm of sqrt(d)."""
     return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()
+
+
+def estimate_norm_scale_factor(batches: Iterable[Tensor], n_batches: int) -> Tensor:
+    """`norm_scale_factor` estimated from the first `n_batches` batches [tokens, d] of a stream.
+
+    Draws exactly `n_batches` batches from `batches` (a list, or an iterator such as a store
+    whose batches cost forward passes: no more are drawn) and keeps a running sum of the token
+    norms and a count of the tokens, so memory stays at one batch. Every token weighs the same,
+    whatever the sizes of the batches. Returns sqrt(d) / mean norm, a 0-dimensional tensor of the
+    activations' dtype. Raises ValueError when n_batches < 1, when fewer batches come, when a
+    batch is not [tokens, d] or its d differs from the first batch's, or when they hold no token.
+    """
+    if not isinstance(n_batches, int) or isinstance(n_batches, bool) or n_batches < 1:
+        raise ValueError(f"n_batches must be a positive integer, got {n_batches!r}.")
+    total: Tensor | None = None
+    count, seen, d = 0, 0, None
+    for batch in islice(batches, n_batches):  # islice draws no batch beyond the n_batches-th
+        if not isinstance(batch, Tensor) or batch.ndim != 2:
+            raise ValueError(f"Batch {seen} is not [tokens, d] activations: got "
+                             f"{tuple(batch.shape) if isinstance(batch, Tensor) else type(batch)}.")
+        if d is None:
+            d = batch.shape[-1]
+        elif batch.shape[-1] != d:
+            raise ValueError(f"Batch {seen} has width {batch.shape[-1]}, the first had {d}: "
+                             "the batches must come from one hook.")
+        norms = batch.norm(dim=-1).sum()
+        total = norms if total is None else total + norms
+        count += batch.shape[0]
+        seen += 1
+    if seen < n_batches:
+        raise ValueError(f"Asked for {n_batches} batches to estimate the scale factor from, but "
+                         f"only {seen} came. Fix: pass n_batches <= {seen}, or more data.")
+    if count == 0:
+        raise ValueError(f"The {seen} batches hold no tokens to estimate the scale factor from.")
+    return math.sqrt(d) / (total / count)
 
 
 def normalize(acts: Tensor, scale: Tensor | float) -> Tensor:

@@ -27,13 +27,14 @@
 # (`"auto"`: GPT-2 if it can be loaded, else the offline model).
 #
 # You will write 8 pieces, each followed by a check cell: capturing activations with hooks,
-# the residual stream and its norms, stopping the forward pass early, packing text into
-# contexts, flattening activations into tokens, the shuffle buffer, and the normalisation
-# factor. Each has a hint in a collapsed block above it (click **Hint** to open it); the check
-# cell after it says what differs when your answer is wrong. The demonstrations after each
-# exercise use the course library's reference implementation (`sae_course.activations`,
-# `sae_course.text`), so if you are stuck on one exercise you can still run the rest. Questions
-# marked **Predict, then reveal** keep their answer folded: decide first, then open it.
+# the residual stream, its norms and how far BOS stands apart, stopping the forward pass early,
+# packing text into contexts, flattening activations into tokens, the shuffle buffer, and the
+# normalisation factor estimated from a stream of batches. Each has a hint in a collapsed block
+# above it (click **Hint** to open it); the check cell after it says what differs when your
+# answer is wrong. The demonstrations after each exercise use the course library's reference
+# implementation (`sae_course.activations`, `sae_course.text`), so if you are stuck on one
+# exercise you can still run the rest. Questions marked **Predict, then reveal** keep their
+# answer folded: decide first, then open it.
 #
 # Reading: Bricken et al. 2023, *Towards Monosemanticity*
 # ([transformer-circuits.pub/2023/monosemantic-features](https://transformer-circuits.pub/2023/monosemantic-features)),
@@ -46,6 +47,8 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -198,29 +201,51 @@ def residual_stream(model: Any, tokens: Tensor) -> Tensor:
 checks.activations.test_residual_stream(residual_stream)
 
 # %% [markdown]
-# **Exercise: `residual_norms`.** The size of the residual vectors: the L2 norm of each
-# vector, averaged over the batch, giving `[n_layers + 1, pos]`. Leave the input as it is and
-# keep its dtype.
+# How big is the stream, and does the first position (BOS) stand apart from the others? Two
+# tensors answer it, and the plot below is drawn from them.
+#
+# **Exercise: `residual_norm_profile`.** Return `(norms, bos_ratio)`:
+#
+# - `norms`, `[n_layers + 1, pos]`: the L2 norm of each residual vector, averaged over the batch;
+# - `bos_ratio`, `[n_layers + 1]`: at each depth, the BOS entry of `norms` (position 0) divided
+#   by the mean of the other positions' entries. 1 means BOS is as long as the rest; an
+#   attention sink shows as many times that.
+#
+# With a single position there is nothing to compare BOS with: raise a `ValueError` saying so.
+# Leave the input as it is and keep its dtype (both tensors).
 #
 # <details><summary>Hint</summary>
 #
-# The norm is over the last dimension (`.norm(dim=-1)`); the batch is dimension 1.
+# The norm is over the last dimension and the batch is dimension 1. Take the ratio from `norms`
+# itself, position 0 against the mean of the positions after it: a ratio taken in each context
+# and then averaged is a different number, and the check asks for the ratio of the means. Look
+# at the number of positions (dimension 2) before anything else.
 # </details>
 
 # %%
-def residual_norms(resid: Tensor) -> Tensor:
-    """[n_layers + 1, batch, pos, d] -> [n_layers + 1, pos]: mean over the batch of the L2 norms."""
-    # EXERCISE residual_norms
-    return resid.norm(dim=-1).mean(dim=1)
+def residual_norm_profile(resid: Tensor) -> tuple[Tensor, Tensor]:
+    """[n_layers + 1, batch, pos, d] -> (norms [n_layers + 1, pos], bos_ratio [n_layers + 1]).
+
+    norms: the L2 norm of each residual vector, averaged over the batch.
+    bos_ratio: per depth, norms at position 0 (BOS) / the mean of norms at the other positions.
+    ValueError when there is only one position.
+    """
+    # EXERCISE residual_norm_profile
+    if resid.shape[2] < 2:
+        raise ValueError(f"{resid.shape[2]} position: BOS has no other position to compare with")
+    norms = resid.norm(dim=-1).mean(dim=1)
+    bos_ratio = norms[:, 0] / norms[:, 1:].mean(dim=1)
+    return norms, bos_ratio
     # END EXERCISE
 
 
 # %%
-checks.activations.test_residual_norms(residual_norms)
+checks.activations.test_residual_norm_profile(residual_norm_profile)
 
 # %% [markdown]
 # The cell below plots these norms, computed with the library's `residual_stream` and
-# `residual_norms`, across layers and across positions.
+# `residual_norm_profile`, across layers and across positions, and prints the BOS ratio at
+# every depth.
 #
 # **Predict, then reveal.** Does the residual norm grow, shrink or stay level from the
 # embeddings to the last layer? And does the first position (BOS) look like the others?
@@ -232,24 +257,26 @@ checks.activations.test_residual_norms(residual_norms)
 # hundreds at the last layers). The **BOS position** stands apart on GPT-2: its norm is many
 # times the others' from the first layers on, because the model uses it as an "attention
 # sink", a place to put attention when nothing else is relevant. The small offline model
-# (4 layers) has not grown such a sink, so there BOS looks like the other positions; the
-# printed ratio says which case you have. Either way BOS is worth leaving out: position 0 sees
-# only itself, so its vector is **the same in every context** (the second printed line measures
-# it, at float rounding), one repeated point that says nothing about the text, and on GPT-2 a
-# huge outlier an SAE would spend capacity on.
+# (4 layers) has not grown such a sink: there BOS is never much longer than the other
+# positions, and from the middle layer on it is shorter; the printed ratios say which case you
+# have. Either way BOS is worth leaving out: position 0 sees only itself, so its vector is
+# **the same in every context** (the second printed line measures it, at float rounding), one
+# repeated point that says nothing about the text, and on GPT-2 a huge outlier an SAE would
+# spend capacity on.
 # </details>
 #
 # **Expect:** two log-scale panels. Left, the norm rising with depth (on the offline model from
 # about 1.5 at the embeddings to about 200 after the last block); right, one flat line per
-# layer across positions. Then the BOS norm against the others' at the middle layer (below 1x
-# on the offline model) and a BOS difference between contexts of 0.
+# layer across positions. Then the BOS ratio at every depth (on the offline model between 0.5x
+# and 1.2x, and below 1x from the middle layer on) and a BOS difference between contexts of 0.
 
 # %%
 n_plot = settings.scale(ci=4, laptop=16, gpu=32)
 plot_len = 64
 plot_tokens = text_lib.contexts_for_model(model, n_plot, plot_len, seed=settings.seed, source=source)
 resid = acts_lib.residual_stream(model, plot_tokens)
-norms = acts_lib.residual_norms(resid).cpu()
+profile = acts_lib.residual_norm_profile(resid)
+norms = profile.norms.cpu()
 
 fig, axes = plt.subplots(1, 2, figsize=(9.2, 3.6))
 depth = range(cfg.n_layers + 1)
@@ -265,8 +292,8 @@ axes[1].set(xlabel="position", ylabel="mean L2 norm", yscale="log", title="Resid
 axes[1].legend()
 plt.tight_layout()
 plt.show()
-mid_bos, mid_rest = norms[cfg.n_layers // 2, 0], norms[cfg.n_layers // 2, 1:].mean()
-print(f"layer {cfg.n_layers // 2}: BOS norm {mid_bos:.1f} vs others {mid_rest:.1f} ({mid_bos / mid_rest:.1f}x)")
+ratios = "  ".join(f"{r:.2f}x" for r in profile.bos_ratio.tolist())
+print(f"BOS norm / the other positions' mean norm, depth 0 to {cfg.n_layers}: {ratios}")
 print(f"BOS vector, largest difference between contexts: {(resid[:, :, 0] - resid[:, :1, 0]).abs().max():.1e}")
 
 # %% [markdown]
@@ -494,38 +521,83 @@ checks.activations.test_refill_and_split(refill_and_split)
 # once from some batches, and kept. Dividing by the same constant undoes it, e.g. before a
 # reconstruction is put back into the model.
 #
-# **Exercise: `norm_scale_factor`.** The constant for a set of activations `[tokens, d]`, as a
-# 0-dimensional tensor of the activations' dtype. Only compute it: scaling is the caller's job.
+# Why "estimated from some batches"? When training starts the activations do not exist yet: they
+# are made batch by batch, each batch costing forward passes of the model. So the store draws
+# the first few batches, measures them, and keeps the factor for all that follows.
+#
+# **Exercise: `estimate_norm_scale_factor`.** Estimate the factor `sqrt(d) / mean token norm`
+# from the first `n_batches` batches `[tokens, d]` of `batches`:
+#
+# - `batches` may be a list or a one-shot iterator (a generator, a store) whose batches cost
+#   forward passes: draw exactly `n_batches` of them, not one more;
+# - keep a running sum of the token norms and a count of the tokens as the batches come, so
+#   memory stays at one batch (nothing concatenated). Batches may differ in size, and every
+#   token counts the same;
+# - raise a `ValueError` saying what is wrong when fewer than `n_batches` batches come, or when a
+#   batch's width `d` differs from the first batch's (activations of two different hooks);
+# - return a 0-dimensional tensor of the activations' dtype. Only compute it: scaling is the
+#   caller's job.
 #
 # <details><summary>Hint</summary>
 #
-# `acts.norm(dim=-1)` gives one norm per token; divide `math.sqrt(d)` by their mean.
+# `islice(batches, n_batches)` (imported from `itertools` at the top) stops after `n_batches`
+# without drawing another; `enumerate` with a `break` draws one more before it stops, and
+# slicing works on a list only. Keep three numbers as the batches come: the sum of the token
+# norms, the number of tokens, and the number of batches seen (to tell afterwards whether there
+# were too few); remember the first batch's width to compare the others with. The mean norm is
+# the sum over the token count. Start the sum at `0.0` and add tensors to it: the result is then
+# a tensor of the batches' dtype.
 # </details>
 
 # %%
-def norm_scale_factor(acts: Tensor) -> Tensor:
-    """The factor c such that (c * acts) has mean L2 norm sqrt(d): c = sqrt(d) / mean_i ||acts_i||."""
-    # EXERCISE norm_scale_factor
-    return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()
+def estimate_norm_scale_factor(batches: Iterable[Tensor], n_batches: int) -> Tensor:
+    """sqrt(d) / mean L2 norm of the tokens in the first `n_batches` batches [tokens, d].
+
+    Draws exactly n_batches batches, with a running sum of norms and a count of tokens;
+    ValueError when fewer come or a batch's d differs from the first's. A 0-dim tensor of the
+    activations' dtype.
+    """
+    # EXERCISE estimate_norm_scale_factor
+    total, count, seen, d = 0.0, 0, 0, None
+    for batch in islice(batches, n_batches):
+        if d is None:
+            d = batch.shape[-1]
+        elif batch.shape[-1] != d:
+            raise ValueError(f"batch {seen} has width {batch.shape[-1]}, the first had {d}")
+        total = total + batch.norm(dim=-1).sum()
+        count += batch.shape[0]
+        seen += 1
+    if seen < n_batches:
+        raise ValueError(f"asked for {n_batches} batches, only {seen} came")
+    return math.sqrt(d) / (total / count)
     # END EXERCISE
 
 
 # %%
-checks.activations.test_norm_scale_factor(norm_scale_factor)
+checks.activations.test_estimate_norm_scale_factor(estimate_norm_scale_factor)
 
 # %% [markdown]
-# With the library's version: each layer gets its own factor, and afterwards every layer has the
-# same mean norm sqrt(d_model).
+# With the library's version, at three depths: the activations of the contexts above (BOS
+# left out) in batches of 64 tokens, and the factor estimated from the first 2 batches and from
+# all of them. Each depth gets its own factor. With the factor from all the batches the mean
+# norm is exactly sqrt(d_model); with the one from 2 batches it is a few percent off, close
+# enough for the purpose (hyperparameters that transfer); the store estimates from more tokens
+# (its `n_norm_tokens`).
 #
-# **Expect:** three rows with mean norms from about 1.5 to about 200 and a factor for each;
-# after scaling every one is at sqrt(d) (13.86 for d = 192).
+# **Expect:** three rows with mean norms from about 1.5 to about 200; in each, the factor from 2
+# batches and from all, at most 6% apart; the normalised mean norm with the factor from all
+# exactly sqrt(d) (13.86 for d = 192), with the one from 2 batches within 6% of it.
 
 # %%
 for depth_i in sorted({0, cfg.n_layers // 2, cfg.n_layers}):
     x = acts_lib.flatten_activations(resid[depth_i])
-    c = acts_lib.norm_scale_factor(x)
-    print(f"resid depth {depth_i:2d}: mean norm {x.norm(dim=-1).mean():8.2f}  factor {c:.4f}  "
-          f"normalised mean norm {(c * x).norm(dim=-1).mean():.2f}  (sqrt(d) = {math.sqrt(cfg.d_model):.2f})")
+    x_batches = x.split(64)  # the last batch may be smaller
+    c_few = acts_lib.estimate_norm_scale_factor(x_batches, n_batches=2)
+    c_all = acts_lib.estimate_norm_scale_factor(x_batches, n_batches=len(x_batches))
+    print(f"resid depth {depth_i:2d}: mean norm {x.norm(dim=-1).mean():7.2f}  factor from 2 batches "
+          f"{c_few:.4f}, from all {len(x_batches)} {c_all:.4f} ({c_few / c_all - 1:+.1%})  normalised "
+          f"mean norm {(c_few * x).norm(dim=-1).mean():.2f} / {(c_all * x).norm(dim=-1).mean():.2f}  "
+          f"(sqrt(d) = {math.sqrt(cfg.d_model):.2f})")
 
 # %% [markdown]
 # ## 8. The activation store
@@ -686,7 +758,8 @@ for factor in sw.STORY_FACTORS:
 #   is left out.
 # - A hook that raises after capturing stops the forward pass early: no wasted layers.
 # - Contexts start with BOS; activations are flattened, shuffled in a bounded buffer (tokens of
-#   a context are correlated) and scaled to a mean norm of sqrt(d_in) (so hyperparameters transfer).
+#   a context are correlated) and scaled to a mean norm of sqrt(d_in) (so hyperparameters
+#   transfer), by one factor estimated from the first batches and kept.
 # - A linear probe says which factors the residual stream already holds along a direction, and
 #   from which layer: the ceiling against which notebook 05 grades SAE latents.
 #

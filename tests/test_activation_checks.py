@@ -34,6 +34,29 @@ REASONS = {
     "pool_cast_to_float32": "dtype",
     "returns_a_python_float": "torch.Tensor",
     "separator_hardcoded_50256": "differs from the reference",
+    # residual_norm_profile
+    "bos_included_in_others": "BOS in the others' mean",
+    "ratio_inverted": "inverted the ratio",
+    "ratio_per_context_then_averaged": "ratio in each context",
+    "difference_not_ratio": "difference, not the ratio",
+    "ratio_rebuilt_from_python_floats": "dtype",
+    "no_error_for_a_single_position": "single position.*returned a result",
+    # estimate_norm_scale_factor
+    "d_instead_of_sqrt_d": "d_in instead of sqrt",
+    "inverted": "inverted the factor",
+    "rms_norm": "root-mean-square",
+    "mean_absolute_component": "mean absolute component",
+    "rebuilt_with_torch_tensor": "dtype",
+    "scales_the_batches_in_place": "in place",
+    "only_the_first_batch": "only the first batch",
+    "running_sum_overwritten": "overwrote the running sum",
+    "n_batches_ignored": "every batch there was",
+    "draws_one_batch_too_many": "the factor is right, but your code drew 4 batches",
+    "indexes_the_batches_as_a_list": "not subscriptable",
+    "mean_of_batch_means": "averaged the mean norms of the batches",
+    "counts_batches_not_tokens": "counted batches instead of tokens",
+    "no_error_when_too_few_batches": "fewer batches than asked for.*returned a result",
+    "no_check_of_the_width": "two different hooks.*returned a result",
 }
 
 
@@ -101,6 +124,20 @@ def test_the_given_model_must_be_used():
         checks03.test_capture_activations(capture)
 
 
+SCALE_BODY = """    total, count, seen, d = 0.0, 0, 0, None
+    for batch in islice(batches, n_batches):
+        if d is None:
+            d = batch.shape[-1]
+        elif batch.shape[-1] != d:
+            raise ValueError(f"batch {seen} has width {batch.shape[-1]}, the first had {d}")
+        total = total + batch.norm(dim=-1).sum()
+        count += batch.shape[0]
+        seen += 1
+    if seen < n_batches:
+        raise ValueError(f"asked for {n_batches} batches, only {seen} came")
+    return math.sqrt(d) / (total / count)
+"""
+
 REWRITES = {
     "capture_activations": [
         ("storage: dict[str, Tensor] = {}",
@@ -127,13 +164,32 @@ REWRITES = {
          "        model.add_hook(hook_name, hook_fn)\n        try:\n            model(tokens)\n"
          "        finally:\n            model.reset_hooks()\n"),
     ],
-    "norm_scale_factor": [
-        ("return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()",
-         "return acts.shape[-1] ** 0.5 / torch.linalg.vector_norm(acts, dim=1).mean()"),
+    "estimate_norm_scale_factor": [
+        # concatenating the batches holds them all in memory, but gives the same factor
+        (SCALE_BODY,
+         "    chosen = list(islice(batches, n_batches))\n"
+         "    if len(chosen) < n_batches:\n"
+         "        raise ValueError(f'{len(chosen)} batches, not {n_batches}')\n"
+         "    if len({b.shape[-1] for b in chosen}) != 1:\n"
+         "        raise ValueError('the batches differ in width')\n"
+         "    acts = torch.cat(chosen)\n"
+         "    return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()\n"),
+        ("    for batch in islice(batches, n_batches):\n",
+         "    it = iter(batches)\n    for _ in range(n_batches):\n"
+         "        batch = next(it, None)\n        if batch is None:\n            break\n"),
+        ("total = total + batch.norm(dim=-1).sum()",
+         "total = total + torch.linalg.vector_norm(batch, ord=2, dim=1).sum()"),
+        ("count += batch.shape[0]", "count += batch.numel() // d"),
     ],
-    "residual_norms": [
-        ("return resid.norm(dim=-1).mean(dim=1)",
-         "return resid.pow(2).sum(-1).sqrt().mean(1)"),
+    "residual_norm_profile": [
+        ("    norms = resid.norm(dim=-1).mean(dim=1)\n"
+         "    bos_ratio = norms[:, 0] / norms[:, 1:].mean(dim=1)\n",
+         "    norms = resid.pow(2).sum(-1).sqrt().mean(1)\n"
+         "    others = norms[:, 1:].sum(dim=1) / (norms.shape[1] - 1)\n"
+         "    bos_ratio = norms[:, 0] / others\n"),
+        ("    if resid.shape[2] < 2:\n", "    if resid.shape[-2] == 1:\n"),
+        ("    return norms, bos_ratio\n",
+         "    return acts_lib.ResidualNorms(norms=norms, bos_ratio=bos_ratio)\n"),
     ],
     "pack_contexts": [
         ("    stream: list[int] = []\n    for doc in token_lists:\n        stream.extend(doc)\n"

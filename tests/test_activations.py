@@ -116,6 +116,51 @@ def test_normalisation_reaches_sqrt_d_and_is_undone_exactly(model, contexts):
     assert torch.equal(store(model, contexts).normalize(x), x)  # off: identity
 
 
+def test_residual_norm_profile_measures_bos_against_the_rest(model, contexts):
+    resid = A.residual_stream(model, contexts[:3])
+    profile = A.residual_norm_profile(resid)
+    norms, ratio = profile  # a plain (norms, bos_ratio) tuple as well
+    assert torch.equal(norms, A.residual_norms(resid)) and norms is profile.norms
+    assert ratio.shape == (model.cfg.n_layers + 1,)
+    assert torch.allclose(ratio, norms[:, 0] / norms[:, 1:].mean(1))
+    sink = torch.ones(2, 3, 4, 5, dtype=torch.float64)
+    sink[:, :, 0] *= 7
+    sink_ratio = A.residual_norm_profile(sink).bos_ratio
+    assert sink_ratio.dtype == torch.float64
+    assert torch.allclose(sink_ratio, torch.full((2,), 7.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="at least 2"):
+        A.residual_norm_profile(resid[:, :, :1])
+    with pytest.raises(ValueError, match="n_layers"):
+        A.residual_norm_profile(resid[0])
+
+
+def test_estimate_norm_scale_factor_streams_the_first_batches():
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, 6, generator=g, dtype=torch.float64) * (i + 1)
+               for i, n in enumerate([40, 3, 17, 25])]
+    drawn = []
+
+    def stream():
+        for batch in batches:
+            drawn.append(len(batch))
+            yield batch
+
+    c = A.estimate_norm_scale_factor(stream(), 3)
+    assert drawn == [40, 3, 17]  # no batch drawn beyond the third
+    assert c.shape == () and c.dtype == torch.float64
+    assert torch.allclose(c, A.norm_scale_factor(torch.cat(batches[:3])))
+    assert torch.allclose(A.estimate_norm_scale_factor(batches, 4),
+                          A.norm_scale_factor(torch.cat(batches)))
+    with pytest.raises(ValueError, match="only 4 came"):
+        A.estimate_norm_scale_factor(batches, 5)
+    with pytest.raises(ValueError, match="width 4, the first had 6"):
+        A.estimate_norm_scale_factor([batches[0], torch.randn(2, 4)], 2)
+    with pytest.raises(ValueError, match="positive integer"):
+        A.estimate_norm_scale_factor(batches, 0)
+    with pytest.raises(ValueError, match="no tokens"):
+        A.estimate_norm_scale_factor([torch.zeros(0, 6)], 1)
+
+
 def test_disk_cache_is_reused_and_invalidated_by_the_key(model, contexts, tmp_path):
     first = store(model, contexts, cache_dir=tmp_path)
     batches = list(first)

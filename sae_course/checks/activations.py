@@ -156,24 +156,47 @@ def test_residual_stream(residual_stream) -> None:
                "no hook left behind")
 
 
-def test_residual_norms(residual_norms) -> None:
-    ex = "residual_norms"
+def _expect_value_error(ex: str, fn: Any, args: tuple, situation: str) -> None:
+    """The learner's code must raise a ValueError (saying what is wrong) in `situation`."""
+    try:
+        fn(*args)
+    except ValueError:
+        return
+    except NotImplementedError:
+        raise
+    except Exception as err:
+        raise CheckFailed(
+            f"{ex}: {situation}, your code raised {type(err).__name__}: {err}. Check for it "
+            "yourself and raise a ValueError that says what is wrong."
+        ) from err
+    raise CheckFailed(f"{ex}: {situation}, your code returned a result; raise a ValueError that "
+                      "says what is wrong instead.")
+
+
+def test_residual_norm_profile(residual_norm_profile) -> None:
+    ex = "residual_norm_profile"
     g = seeded_generator(0)
+    bos_zero = torch.randn(3, 2, 4, 8, generator=g)
+    bos_zero[:, :, 0] = 0  # a BOS of norm 0: the ratio is 0
+    sink = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64) * 100
+    sink[:, :, 0] *= 30  # an attention sink, as on GPT-2
     cases = [
         torch.randn(5, 3, 7, 16, generator=g) * torch.rand(5, 3, 7, 1, generator=g) * 10,
-        torch.randn(2, 1, 1, 4, generator=g),
-        torch.zeros(3, 2, 4, 8),
+        torch.randn(2, 1, 2, 4, generator=g),  # batch of 1, one position besides BOS
+        bos_zero,
         ref.residual_stream(check_model(), _tokens(check_model(), 2, 6, 0)),
-        torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64) * 100,
+        sink,
     ]
     for resid in cases:
-        expected = ref.residual_norms(resid)
+        exp_norms, exp_ratio = ref.residual_norm_profile(resid)
         given = resid.clone()
-        got = call(ex, residual_norms, given)
+        got = call(ex, residual_norm_profile, given)
         unchanged(ex, resid, given, "the residual stream it was given")
-        same_kind(ex, got, expected, "the norms")
-        compare(got, expected, exercise=ex,
-                what=f"the norms of a residual stream {tuple(resid.shape)}",
+        require(isinstance(got, tuple) and len(got) == 2, ex,
+                f"return a tuple (norms, bos_ratio), got {type(got).__name__}.")
+        norms, ratio = got
+        what = f"a residual stream {tuple(resid.shape)}"
+        compare(norms, exp_norms, exercise=ex, what=f"the norms of {what}",
                 mistakes={
                     "you returned squared norms (sum of squares without the square root)":
                         resid.pow(2).sum(-1).mean(1),
@@ -183,7 +206,27 @@ def test_residual_norms(residual_norms) -> None:
                     "you averaged the components instead of taking the L2 norm":
                         resid.mean(-1).mean(1),
                 })
-    passed(ex, "mean L2 norm per layer and position, in the input's dtype, input untouched")
+        same_kind(ex, norms, exp_norms, "the norms")
+        per_context = resid.norm(dim=-1)  # [n_layers + 1, batch, pos]
+        compare(ratio, exp_ratio, exercise=ex, what=f"the BOS ratio of {what}",
+                mistakes={
+                    "you put BOS in the others' mean too (average norms[:, 1:] only)":
+                        exp_norms[:, 0] / exp_norms.mean(dim=1),
+                    "you inverted the ratio (the others' mean over BOS)":
+                        exp_norms[:, 1:].mean(dim=1) / exp_norms[:, 0],
+                    "you took the ratio in each context and averaged those (the ratio of the "
+                    "batch means is asked for)":
+                        (per_context[:, :, 0] / per_context[:, :, 1:].mean(dim=-1)).mean(dim=1),
+                    "you took the difference, not the ratio":
+                        exp_norms[:, 0] - exp_norms[:, 1:].mean(dim=1),
+                })
+        same_kind(ex, ratio, exp_ratio, "the BOS ratio")
+    one = torch.randn(3, 2, 1, 4, generator=g)
+    _expect_value_error(ex, residual_norm_profile, (one.clone(),),
+                        "with a single position (BOS has no other position to compare with)")
+    passed(ex, "mean L2 norm per depth and position and the BOS-to-others ratio per depth "
+               "(a zero BOS and an attention sink among the cases), in the input's dtype, a "
+               "ValueError for a single position, input untouched")
 
 
 # ---------------------------------------------------------------- stopping early
@@ -348,42 +391,90 @@ def test_refill_and_split(refill_and_split) -> None:
 # ---------------------------------------------------------------- normalisation
 
 
-def test_norm_scale_factor(norm_scale_factor) -> None:
-    ex = "norm_scale_factor"
+def _counted(batches: list[Tensor], drawn: list[int]) -> Any:
+    """A one-shot iterator over `batches` that counts in drawn[0] how many were drawn."""
+    for batch in batches:
+        drawn[0] += 1
+        yield batch
+
+
+def test_estimate_norm_scale_factor(estimate_norm_scale_factor) -> None:
+    ex = "estimate_norm_scale_factor"
     g = seeded_generator(0)
-    cases = [
-        torch.randn(200, 16, generator=g) * torch.rand(200, 1, generator=g).pow(3) * 30,
-        torch.randn(1, 768, generator=g) * 1000,
-        torch.randn(50, 3, generator=g) * 1e-3,
-        ref.flatten_activations(ref.harvest(check_model(), _tokens(check_model(), 2, 9, 0),
-                                            "blocks.1.hook_resid_pre")),
-        torch.randn(30, 5, generator=g, dtype=torch.float64) * 7,
+
+    def batches_of(sizes: list[int], d: int, scale: float = 1.0,
+                   dtype: torch.dtype = torch.float32) -> list[Tensor]:
+        return [(torch.randn(n, d, generator=g, dtype=dtype)
+                 * torch.rand(n, 1, generator=g, dtype=dtype).pow(3) * scale) for n in sizes]
+
+    real = ref.flatten_activations(ref.harvest(check_model(), _tokens(check_model(), 3, 9, 0),
+                                               "blocks.1.hook_resid_pre"))
+    cases = [  # (batches, n_batches, one-shot iterator?): sizes differ, more batches than used
+        (batches_of([200, 50, 7, 120], 16, 30.0), 3, True),
+        (batches_of([1], 768, 1000.0), 1, False),
+        (batches_of([50, 50], 3, 1e-3), 2, False),
+        (list(real.split(8)), 2, True),
+        (batches_of([30, 11, 4, 9, 2], 5, 7.0, torch.float64), 4, True),
     ]
-    for acts in cases:
-        d = acts.shape[-1]
-        expected = ref.norm_scale_factor(acts)
-        given = acts.clone()
-        got = call(ex, norm_scale_factor, given)
-        unchanged(ex, acts, given, "the activations it was given (return the factor; scaling "
-                  "them is the caller's job)")
+    for batches, n_batches, one_shot in cases:
+        d = batches[0].shape[-1]
+        expected = ref.estimate_norm_scale_factor(batches, n_batches)
+        kept = [b.clone() for b in batches]
+        drawn = [0]
+        given = _counted(batches, drawn) if one_shot else list(batches)
+        got = call(ex, estimate_norm_scale_factor, given, n_batches)
+        for before, after in zip(kept, batches, strict=True):
+            unchanged(ex, before, after, "the batches it was given (return the factor; scaling "
+                      "them is the caller's job)")
+        sizes = [len(b) for b in batches]
+        what = (f"the scale factor from the first {n_batches} of {len(batches)} batches of sizes "
+                f"{sizes}{' (a one-shot iterator)' if one_shot else ''}")
         same_kind(ex, got, expected, "the scale factor")
-        got = got.double()
-        norms = acts.double().norm(dim=-1)
-        compare(got.reshape(()), expected.double(), exercise=ex, rtol=1e-4, atol=0,
-                what=f"the scale factor for activations {tuple(acts.shape)}",
+        used = [b.double() for b in batches[:n_batches]]
+        norms = torch.cat([b.norm(dim=-1) for b in used])
+        every = torch.cat([b.double().norm(dim=-1) for b in batches])
+        root = math.sqrt(d)
+        compare(got, expected, exercise=ex, rtol=1e-4, atol=0, what=what,
                 mistakes={
                     "you used d_in instead of sqrt(d_in) as the target norm":
                         d / norms.mean(),
-                    "you inverted the factor (mean norm / sqrt(d_in))": norms.mean() / math.sqrt(d),
+                    "you inverted the factor (mean norm / sqrt(d_in))":
+                        norms.mean() / root,
                     "you used the root-mean-square norm instead of the mean norm":
-                        math.sqrt(d) / norms.pow(2).mean().sqrt(),
+                        root / norms.pow(2).mean().sqrt(),
                     "you normalised by the mean absolute component, not the mean norm":
-                        math.sqrt(d) / acts.double().abs().mean(),
+                        root / torch.cat([b.abs().reshape(-1) for b in used]).mean(),
+                    "you averaged the mean norms of the batches: batches of different sizes then "
+                    "weigh differently. Sum the norms and count the tokens":
+                        root / torch.stack([b.norm(dim=-1).mean() for b in used]).mean(),
+                    "you counted batches instead of tokens":
+                        root / (norms.sum() / n_batches),
+                    "you used only the first batch":
+                        root / used[0].norm(dim=-1).mean(),
+                    "you overwrote the running sum instead of adding to it (the last batch's "
+                    "norms over every batch's tokens)":
+                        root / (used[-1].norm(dim=-1).sum() / len(norms)),
+                    "you used every batch there was, not the first n_batches":
+                        root / every.mean(),
                 })
-        scaled = acts.double() * got
-        require(
-            abs(scaled.norm(dim=-1).mean().item() - math.sqrt(d)) < 1e-3 * math.sqrt(d), ex,
-            "after scaling, the mean norm should be sqrt(d_in).",
-        )
-    passed(ex, "a factor (a tensor of the input's dtype) that scales to mean norm sqrt(d_in), "
-               "input untouched")
+        if one_shot:  # after the value, so that a wrong value is named first
+            require(drawn[0] == n_batches, ex,
+                    f"the factor is right, but your code drew {drawn[0]} batch"
+                    f"{'es' if drawn[0] != 1 else ''} from the iterator for n_batches="
+                    f"{n_batches}. Each batch may cost forward passes of the model: draw exactly "
+                    "n_batches (itertools.islice(batches, n_batches) stops without drawing "
+                    "another).")
+    short = batches_of([10, 10], 4)
+    _expect_value_error(ex, estimate_norm_scale_factor, (list(short), 3),
+                        "given 2 batches and n_batches=3 (fewer batches than asked for)")
+    _expect_value_error(ex, estimate_norm_scale_factor, (_counted(short, [0]), 3),
+                        "given an iterator of 2 batches and n_batches=3 (fewer batches than "
+                        "asked for)")
+    mixed = [*batches_of([10], 8), *batches_of([10], 6)]
+    _expect_value_error(ex, estimate_norm_scale_factor, (_counted(mixed, [0]), 2),
+                        "given a batch of width 8, then one of width 6 (activations of two "
+                        "different hooks)")
+    passed(ex, "sqrt(d_in) / mean token norm over exactly the first n_batches batches (sizes "
+               "differing; lists and one-shot iterators, no batch drawn beyond them), a 0-dim "
+               "tensor of the input's dtype, a ValueError for too few batches or a change of "
+               "width, batches untouched")

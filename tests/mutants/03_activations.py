@@ -49,21 +49,46 @@ MUTANTS = [
            old="    _, cache = model.run_with_cache(tokens, names_filter=names)\n",
            new="    _, cache = model.run_with_cache(tokens, names_filter=names)\n"
                "    tokens[:, :-1] = tokens[:, 1:].clone()\n"),
-    # residual_norms
-    Mutant("residual_norms", "squared_norm",
+    # residual_norm_profile: the norms
+    Mutant("residual_norm_profile", "squared_norm",
            old="resid.norm(dim=-1).mean(dim=1)", new="resid.pow(2).sum(dim=-1).mean(dim=1)"),
-    Mutant("residual_norms", "norm_of_mean",
+    Mutant("residual_norm_profile", "norm_of_mean",
            old="resid.norm(dim=-1).mean(dim=1)", new="resid.mean(dim=1).norm(dim=-1)"),
-    Mutant("residual_norms", "mean_over_positions",
+    Mutant("residual_norm_profile", "mean_over_positions",
            old="resid.norm(dim=-1).mean(dim=1)", new="resid.norm(dim=-1).mean(dim=2)"),
     # inputs mutated in place
-    Mutant("residual_norms", "squares_the_input_in_place",
-           old="return resid.norm(dim=-1).mean(dim=1)",
-           new="return resid.pow_(2).sum(dim=-1).sqrt().mean(dim=1)"),
+    Mutant("residual_norm_profile", "squares_the_input_in_place",
+           old="norms = resid.norm(dim=-1).mean(dim=1)",
+           new="norms = resid.pow_(2).sum(dim=-1).sqrt().mean(dim=1)"),
     # dtype not kept
-    Mutant("residual_norms", "casts_to_float32",
-           old="return resid.norm(dim=-1).mean(dim=1)",
-           new="return resid.float().norm(dim=-1).mean(dim=1)"),
+    Mutant("residual_norm_profile", "casts_to_float32",
+           old="norms = resid.norm(dim=-1).mean(dim=1)",
+           new="norms = resid.float().norm(dim=-1).mean(dim=1)"),
+    # residual_norm_profile: the BOS ratio
+    Mutant("residual_norm_profile", "bos_included_in_others",
+           old="norms[:, 0] / norms[:, 1:].mean(dim=1)", new="norms[:, 0] / norms.mean(dim=1)"),
+    Mutant("residual_norm_profile", "ratio_inverted",
+           old="norms[:, 0] / norms[:, 1:].mean(dim=1)",
+           new="norms[:, 1:].mean(dim=1) / norms[:, 0]"),
+    Mutant("residual_norm_profile", "ratio_per_context_then_averaged",
+           old="    bos_ratio = norms[:, 0] / norms[:, 1:].mean(dim=1)\n",
+           new="    per_context = resid.norm(dim=-1)\n"
+               "    bos_ratio = (per_context[:, :, 0] / per_context[:, :, 1:].mean(dim=-1))"
+               ".mean(dim=1)\n"),
+    Mutant("residual_norm_profile", "difference_not_ratio",
+           old="norms[:, 0] / norms[:, 1:].mean(dim=1)",
+           new="norms[:, 0] - norms[:, 1:].mean(dim=1)"),
+    Mutant("residual_norm_profile", "bos_taken_as_the_last_position",
+           old="norms[:, 0] / norms[:, 1:].mean(dim=1)",
+           new="norms[:, -1] / norms[:, :-1].mean(dim=1)"),
+    # dtype not kept: the ratio rebuilt from Python floats (float32 for a float64 stream)
+    Mutant("residual_norm_profile", "ratio_rebuilt_from_python_floats",
+           old="    bos_ratio = norms[:, 0] / norms[:, 1:].mean(dim=1)\n",
+           new="    bos_ratio = torch.tensor([float(row[0] / row[1:].mean()) for row in norms], "
+               "device=resid.device)\n"),
+    # the edge case: one position, no error (the ratio comes out NaN)
+    Mutant("residual_norm_profile", "no_error_for_a_single_position",
+           old="    if resid.shape[2] < 2:\n", new="    if False:\n"),
     # stop_early_activations
     Mutant("stop_early_activations", "never_stops",
            old="        raise StopForward\n", new="        return None\n"),
@@ -160,21 +185,75 @@ MUTANTS = [
     Mutant("refill_and_split", "batch_size_hardcoded",
            old="    n_batches = (len(pool) // 2) // batch_size\n",
            new="    batch_size = 8\n    n_batches = (len(pool) // 2) // batch_size\n"),
-    # norm_scale_factor
-    Mutant("norm_scale_factor", "d_instead_of_sqrt_d",
-           old="math.sqrt(acts.shape[-1])", new="acts.shape[-1]"),
-    Mutant("norm_scale_factor", "inverted",
-           old="return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()",
-           new="return acts.norm(dim=-1).mean() / math.sqrt(acts.shape[-1])"),
-    Mutant("norm_scale_factor", "rms_norm",
-           old="acts.norm(dim=-1).mean()", new="acts.norm(dim=-1).pow(2).mean().sqrt()"),
+    # estimate_norm_scale_factor: the factor itself (ported from norm_scale_factor)
+    Mutant("estimate_norm_scale_factor", "d_instead_of_sqrt_d",
+           old="return math.sqrt(d) / (total / count)", new="return d / (total / count)"),
+    Mutant("estimate_norm_scale_factor", "inverted",
+           old="return math.sqrt(d) / (total / count)",
+           new="return (total / count) / math.sqrt(d)"),
+    Mutant("estimate_norm_scale_factor", "rms_norm",
+           old="""        total = total + batch.norm(dim=-1).sum()
+        count += batch.shape[0]
+        seen += 1
+    if seen < n_batches:
+        raise ValueError(f"asked for {n_batches} batches, only {seen} came")
+    return math.sqrt(d) / (total / count)
+""",
+           new="""        total = total + batch.norm(dim=-1).pow(2).sum()
+        count += batch.shape[0]
+        seen += 1
+    if seen < n_batches:
+        raise ValueError(f"asked for {n_batches} batches, only {seen} came")
+    return math.sqrt(d) / (total / count).sqrt()
+"""),
+    Mutant("estimate_norm_scale_factor", "mean_absolute_component",
+           old="total = total + batch.norm(dim=-1).sum()",
+           new="total = total + batch.abs().mean(dim=-1).sum()"),
     # dtype/type not kept: a Python float instead of a tensor
-    Mutant("norm_scale_factor", "returns_a_python_float",
-           old="return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()",
-           new="return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean().item()"),
-    # inputs mutated in place: the activations scaled as well
-    Mutant("norm_scale_factor", "scales_the_input_in_place",
-           old="return math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()",
-           new="c = math.sqrt(acts.shape[-1]) / acts.norm(dim=-1).mean()\n    acts.mul_(c)\n"
-               "    return c"),
+    Mutant("estimate_norm_scale_factor", "returns_a_python_float",
+           old="return math.sqrt(d) / (total / count)",
+           new="return math.sqrt(d) / float(total / count)"),
+    # dtype not kept: the norms taken in float32 (a float64 stream gives a float32 factor)
+    Mutant("estimate_norm_scale_factor", "casts_to_float32",
+           old="total = total + batch.norm(dim=-1).sum()",
+           new="total = total + batch.float().norm(dim=-1).sum()"),
+    # dtype not kept: the result rebuilt with torch.tensor (float32 whatever the input)
+    Mutant("estimate_norm_scale_factor", "rebuilt_with_torch_tensor",
+           old="return math.sqrt(d) / (total / count)",
+           new="return torch.tensor(math.sqrt(d) * count / float(total))"),
+    # inputs mutated in place: each batch normalised as it goes by
+    Mutant("estimate_norm_scale_factor", "scales_the_batches_in_place",
+           old="        total = total + batch.norm(dim=-1).sum()\n",
+           new="        total = total + batch.norm(dim=-1).sum()\n"
+               "        batch.mul_(math.sqrt(d) / batch.norm(dim=-1).mean())\n"),
+    # the stream: which batches, and how many
+    Mutant("estimate_norm_scale_factor", "only_the_first_batch",
+           old="    total, count, seen, d = 0.0, 0, 0, None\n",
+           new="    first = next(iter(batches))\n"
+               "    return math.sqrt(first.shape[-1]) / first.norm(dim=-1).mean()\n"
+               "    total, count, seen, d = 0.0, 0, 0, None\n"),
+    Mutant("estimate_norm_scale_factor", "running_sum_overwritten",
+           old="total = total + batch.norm(dim=-1).sum()", new="total = batch.norm(dim=-1).sum()"),
+    Mutant("estimate_norm_scale_factor", "n_batches_ignored",
+           old="for batch in islice(batches, n_batches):", new="for batch in batches:"),
+    Mutant("estimate_norm_scale_factor", "n_batches_hardcoded",
+           old="islice(batches, n_batches)", new="islice(batches, 3)"),
+    Mutant("estimate_norm_scale_factor", "draws_one_batch_too_many",
+           old="    for batch in islice(batches, n_batches):\n",
+           new="    for i, batch in enumerate(batches):\n        if i == n_batches:\n"
+               "            break\n"),
+    Mutant("estimate_norm_scale_factor", "indexes_the_batches_as_a_list",
+           old="for batch in islice(batches, n_batches):",
+           new="for batch in batches[:n_batches]:"),
+    Mutant("estimate_norm_scale_factor", "mean_of_batch_means",
+           old="        total = total + batch.norm(dim=-1).sum()\n"
+               "        count += batch.shape[0]\n",
+           new="        total = total + batch.norm(dim=-1).mean()\n        count += 1\n"),
+    Mutant("estimate_norm_scale_factor", "counts_batches_not_tokens",
+           old="count += batch.shape[0]", new="count += 1"),
+    # the errors
+    Mutant("estimate_norm_scale_factor", "no_error_when_too_few_batches",
+           old="    if seen < n_batches:\n", new="    if False:\n"),
+    Mutant("estimate_norm_scale_factor", "no_check_of_the_width",
+           old="        elif batch.shape[-1] != d:\n", new="        elif False:\n"),
 ]
