@@ -46,7 +46,7 @@ REASONS = {
     "inverted": "inverted the factor",
     "rms_norm": "root-mean-square",
     "mean_absolute_component": "mean absolute component",
-    "rebuilt_with_torch_tensor": "dtype",
+    "rebuilt_with_torch_tensor": "without saying where it goes",
     "scales_the_batches_in_place": "in place",
     "only_the_first_batch": "only the first batch",
     "running_sum_overwritten": "overwrote the running sum",

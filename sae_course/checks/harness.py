@@ -123,9 +123,10 @@ class _DefaultDeviceProbe(TorchFunctionMode):
         return tree_map(lambda t: t.as_subclass(_Stray) if isinstance(t, Tensor) else t, result)
 
 
-def _has_tensors(values: Any, depth: int = 2) -> bool:
-    """True when `values` holds a tensor or a module (looking `depth` containers deep)."""
-    if isinstance(values, Tensor | torch.nn.Module):
+def _has_tensors(values: Any, depth: int = 3) -> bool:
+    """True when `values` holds a tensor or a module (looking `depth` containers deep) or an
+    iterator, such as a stream of activation batches."""
+    if isinstance(values, Tensor | torch.nn.Module | Iterator):
         return True
     if depth and isinstance(values, Mapping):
         values = list(values.values())
