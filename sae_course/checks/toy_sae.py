@@ -843,12 +843,6 @@ def _train_gated(ex: str, gated_sae_forward: Callable, n_steps: int = 30) -> Non
 # --------------------------------------------------------------------------- train_sae_loop
 
 
-def _gated_pair(x: Tensor, *params_and_coef: Any) -> tuple[Tensor, dict[str, Tensor]]:
-    """The library's Gated SAE with the signature of `gated_sae_forward`: (x_hat, losses)."""
-    x_hat, _, losses = ref.gated_forward(x, *params_and_coef)
-    return x_hat, losses
-
-
 def _reference_loop(params: list[Tensor], batch: Callable[[int], Tensor], n_steps: int,
                     lr: float, coef: float, mistake: str = "") -> list[float]:
     """The loop the exercise asks for, or one of the known mistakes."""
@@ -858,7 +852,7 @@ def _reference_loop(params: list[Tensor], batch: Callable[[int], Tensor], n_step
     for step in range(n_steps):
         if mistake == "new_optimizer":
             optimizer = make(params, lr=lr)
-        _, losses = _gated_pair(batch(step), *params, coef)
+        _, losses = _gated_ref(batch(step), *params, coef)
         loss = losses["mse"] if mistake == "mse_only" else sum(losses.values())
         if mistake != "no_zero_grad":
             optimizer.zero_grad()
@@ -907,7 +901,7 @@ def test_train_sae_loop(train_sae_loop: Callable) -> None:
                     calls: list[bool] = forward_calls) -> tuple[Tensor, dict[str, Tensor]]:
             calls.append(len(rest) == len(params) + 1
                          and all(a is p for a, p in zip(rest, params, strict=False)))
-            return _gated_pair(x, *rest)
+            return _gated_ref(x, *rest)
 
         history = call(ex, train_sae_loop, forward, params, batch, n_steps, lr, coef)
         what = f"({n_steps} steps, lr {lr}, coefficient {coef})"
